@@ -1,0 +1,173 @@
+"""λ-GRPO on verl's real actor worker (FSDP2 engine, cpu platform, gloo): special cases, invariance to micro-batch
+size and data-parallel degree (real processes), λ's synchronisation, and checkpoint round-trips."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lambda_runs import run
+
+from verl_lambda import lambda_grpo
+from verl_lambda.cpu.harness import ActorHarness, free_port, init_process_group, make_batch
+from verl_lambda.ops.length_weights import length_weights
+
+RUNNER = Path(__file__).parent / "support" / "lambda_runs.py"
+BATCH = {"n_groups": 4, "group_size": 4, "max_response_len": 12}
+MODE = "actor_rollout_ref.actor.loss_agg_mode"
+MICRO = "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def process_group():
+    init_process_group(0, 1)
+
+
+def spec(model_dir, overrides, steps=1, **kwargs):
+    return {"model_dir": model_dir, "overrides": list(overrides), "batch": BATCH, "steps": steps, **kwargs}
+
+
+@pytest.mark.parametrize(
+    ("base", "verl_mode"), [("seq-mean-token-mean", "seq-mean-token-mean"), ("token-mean", "token-mean")]
+)
+def test_frozen_lambda_zero_trains_exactly_like_verls_mode(tiny_model_dir, base, verl_mode):
+    frozen = [
+        f"{MODE}=lambda_grpo",
+        f"+actor_rollout_ref.actor.lambda_grpo.base={base}",
+        "+actor_rollout_ref.actor.lambda_grpo.learnable=false",
+    ]
+    ours = run(spec(tiny_model_dir, frozen, steps=2, on_policy=True))
+    verls = run(spec(tiny_model_dir, [f"{MODE}={verl_mode}"], steps=2, on_policy=True))
+    for a, b in zip(ours["steps"], verls["steps"], strict=True):
+        assert a["pg_loss"] == b["pg_loss"]
+        assert a["grad_norm"] == b["grad_norm"]
+    assert ours["param_sum"] == verls["param_sum"]
+    assert ours["steps"][-1]["lambda"] == 0.0
+
+
+def test_invariant_to_micro_batch_size(tiny_model_dir):
+    results = {}
+    for micro in (1, 2, 4, 8):
+        overrides = [f"{MODE}=lambda_grpo", f"{MICRO}={micro}", "+actor_rollout_ref.actor.lambda_grpo.init=0.5"]
+        results[micro] = run(spec(tiny_model_dir, overrides, steps=2, shuffle_seed=1))["steps"]
+    reference = results[8]
+    for micro, steps in results.items():
+        for got, want in zip(steps, reference, strict=True):
+            assert sum(got["pg_loss"]) == pytest.approx(sum(want["pg_loss"]), rel=1e-5, abs=1e-7), micro
+            assert got["lambda_grad"] == pytest.approx(want["lambda_grad"], rel=1e-5, abs=1e-8), micro
+            assert got["lambda"] == pytest.approx(want["lambda"], rel=1e-6), micro
+    assert reference[0]["lambda_grad"] != 0.0
+
+
+def _launch_ranks(run_spec, world_size, timeout=240):
+    port = free_port()
+    procs = []
+    for rank in range(world_size):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            WORLD_SIZE=str(world_size),
+            MASTER_PORT=str(port),
+            MASTER_ADDR="127.0.0.1",
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(RUNNER), json.dumps(run_spec)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    results = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, out[-3000:]
+            results.append(json.loads(out.split("RESULT ", 1)[1]))
+    finally:
+        for proc in procs:
+            proc.kill()
+    return results
+
+
+def test_invariant_to_data_parallel_degree_and_lambda_stays_in_sync(tiny_model_dir):
+    """2 real gloo ranks vs 1: same loss and dλ, λ bit-identical on both ranks, and each rank's loss saw the
+    weights of the complete groups although the shuffled batch scatters every group over both ranks."""
+    overrides = [
+        f"{MODE}=lambda_grpo",
+        f"{MICRO}=2",
+        "+actor_rollout_ref.actor.lambda_grpo.lr=0.05",
+        "+actor_rollout_ref.actor.lambda_grpo.init=0.3",
+    ]
+    run_spec = spec(tiny_model_dir, overrides, steps=3, shuffle_seed=7, weights_at=1.0)
+    single = _launch_ranks(run_spec, 1)[0]
+    rank0, rank1 = _launch_ranks(run_spec, 2)
+    for step, (a, b, s) in enumerate(zip(rank0["steps"], rank1["steps"], single["steps"], strict=True)):
+        assert a["lambda_repr"] == b["lambda_repr"], f"ranks drifted apart at step {step}"
+        assert a["lambda"] == pytest.approx(s["lambda"], rel=1e-6, abs=1e-7)
+        assert a["lambda_grad"] == pytest.approx(s["lambda_grad"], rel=1e-5, abs=1e-8)
+        assert sum(a["pg_loss"]) == pytest.approx(sum(s["pg_loss"]), rel=1e-5, abs=1e-7)
+    # every group has members on both ranks
+    groups0, groups1 = set(rank0["steps"][0]["uids"]), set(rank1["steps"][0]["uids"])
+    assert groups0 == groups1
+    # weights each rank used == weights of the complete groups computed on the whole batch
+    uids = rank0["steps"][0]["uids"] + rank1["steps"][0]["uids"]
+    lengths = torch.tensor(rank0["steps"][0]["lengths"] + rank1["steps"][0]["lengths"])
+    ids = torch.tensor([sorted(set(uids)).index(u) for u in uids])
+    want = length_weights(lengths, ids, 1.0)
+    seen = torch.tensor(rank0["steps"][0]["weights_seen"] + rank1["steps"][0]["weights_seen"])
+    torch.testing.assert_close(seen, want)
+    assert not torch.allclose(want, torch.ones_like(want))
+
+
+def test_padding_samples_form_no_group():
+    from verl.utils import tensordict_utils as tu
+
+    batch = make_batch(vocab_size=40, n_groups=2, group_size=3, seed=0)
+    batch.uids[-2:] = ["pad0123", "pad0123"]  # verl's V1 padding shares one uid
+    td = batch.to_tensordict()
+    tu.assign_non_tensor(td, dummy=0)
+    options = lambda_grpo.LambdaGRPOConfig(init=2.0)
+    report = lambda_grpo.attach_group_lengths(td, lambda_grpo.LearnableLambda(options), dp_group=None)
+    assert td[lambda_grpo.GROUP_MASK_KEY][-2:].sum(-1).tolist() == [1, 1]
+    assert len(report.weights) == 4
+
+
+def test_lambda_moves_with_the_length_advantage_correlation(tiny_model_dir):
+    """On-policy, a batch where longer responses have higher advantage makes λ rise; the reverse makes it fall."""
+    lengths = torch.tensor([2, 5, 8, 11] * 4)
+    for sign in (1.0, -1.0):
+        advantages = sign * torch.tensor([-1.5, -0.5, 0.5, 1.5] * 4)
+        harness = ActorHarness(tiny_model_dir, [f"{MODE}=lambda_grpo", "+actor_rollout_ref.actor.lambda_grpo.lr=0.05"])
+        batch = make_batch(vocab_size=40, response_lengths=lengths, advantages=advantages, seed=3, **BATCH)
+        batch.tensors["old_log_probs"] = harness.compute_log_prob(batch)
+        first = harness.update(batch, global_batch_size=16)
+        assert (first["lambda_grpo/lambda"][0] > 0) == (sign > 0)
+        assert first["lambda_grpo/weight_length_corr"][0] == 0.0  # step 1 applied λ = 0: all weights 1
+        second = harness.update(batch, global_batch_size=16)
+        assert (second["lambda_grpo/weight_length_corr"][0] > 0) == (sign > 0)
+
+
+def test_checkpoint_round_trip_through_verls_save_and_load(tiny_model_dir, tmp_path):
+    overrides = [f"{MODE}=lambda_grpo", "+actor_rollout_ref.actor.lambda_grpo.lr=0.05"]
+    batch = make_batch(vocab_size=40, seed=5, **BATCH)
+
+    first = ActorHarness(tiny_model_dir, overrides)
+    for _ in range(2):
+        first.update(batch, global_batch_size=16)
+    first.worker.save_checkpoint(str(tmp_path / "actor"), global_step=2)
+    assert (tmp_path / "actor" / lambda_grpo.CHECKPOINT_FILE).exists()
+    saved_lambda = lambda_grpo.lambda_state(first.training_worker).value.item()
+    uninterrupted = [first.update(batch, global_batch_size=16)["lambda_grpo/lambda"][0] for _ in range(2)]
+
+    resumed = ActorHarness(tiny_model_dir, overrides)
+    resumed.worker.load_checkpoint(str(tmp_path / "actor"))
+    assert lambda_grpo.lambda_state(resumed.training_worker).value.item() == saved_lambda
+    continued = [resumed.update(batch, global_batch_size=16)["lambda_grpo/lambda"][0] for _ in range(2)]
+    assert continued == uninterrupted  # λ, Adam's moments and the model all came back exactly
+    assert saved_lambda != 0.0

@@ -1,0 +1,139 @@
+"""λ-GRPO's weights and weighted aggregation (spec §1-3), against the spec's fixture, an independent reference
+and verl's own aggregation."""
+
+import pytest
+import torch
+from length_reference import reference_dweights_dlam, reference_weights
+from verl.trainer.ppo import core_algos
+
+import verl_lambda
+from verl_lambda.ops.length_weights import H_FLOOR, length_preference, weighted_agg_loss
+
+FIXTURE = torch.tensor([300, 420, 500, 560, 610, 700, 820, 1100])
+
+
+def test_public_name_is_the_library_function():
+    from verl_lambda.ops.length_weights import length_weights
+
+    assert verl_lambda.length_weights is length_weights
+
+
+def test_spec_fixture():
+    ids = torch.zeros(8, dtype=torch.long)
+    assert torch.equal(verl_lambda.length_weights(FIXTURE, ids, 0.0), torch.ones(8))
+    up = verl_lambda.length_weights(FIXTURE, ids, 1.0)
+    down = verl_lambda.length_weights(FIXTURE, ids, -1.0)
+    assert up[0] == pytest.approx(0.85, abs=0.01) and up[-1] == pytest.approx(1.25, abs=0.01)
+    assert down[0] == pytest.approx(1.18, abs=0.01) and down[-1] == pytest.approx(0.82, abs=0.01)
+    assert torch.all(up.diff() > 0) and torch.all(down.diff() < 0)
+    assert up.sum().item() == pytest.approx(8.0, abs=1e-5)
+
+
+def test_groups_of_one_and_equal_lengths_get_one():
+    lengths = torch.tensor([5, 17, 9, 9, 9, 3])
+    ids = torch.tensor([0, 1, 2, 2, 2, 3])
+    for lam in (-3.0, 0.7, 5.0):
+        assert torch.equal(verl_lambda.length_weights(lengths, ids, lam), torch.ones(6))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_independent_reference_on_scattered_groups(seed):
+    gen = torch.Generator().manual_seed(seed)
+    n_groups, size = 7, int(torch.randint(2, 17, (1,), generator=gen))
+    ids = torch.arange(n_groups).repeat_interleave(size)
+    lengths = torch.randint(1, 2000, (len(ids),), generator=gen)
+    perm = torch.randperm(len(ids), generator=gen)  # members scattered through the batch
+    ids, lengths = ids[perm] * 13 + 5, lengths[perm]  # ids need not be contiguous
+    lam = float(torch.empty(1).uniform_(-4, 4, generator=gen))
+    got = verl_lambda.length_weights(lengths, ids, lam)
+    want = torch.tensor(reference_weights(lengths.tolist(), ids.tolist(), lam))
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-6)
+    for gid in ids.unique():
+        assert got[ids == gid].sum().item() == pytest.approx(float((ids == gid).sum()), rel=1e-5)
+
+
+def test_order_of_the_batch_does_not_matter():
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.arange(5).repeat_interleave(6)
+    lengths = torch.randint(1, 500, (30,), generator=gen)
+    base = verl_lambda.length_weights(lengths, ids, 1.5)
+    perm = torch.randperm(30, generator=gen)
+    torch.testing.assert_close(verl_lambda.length_weights(lengths[perm], ids[perm], 1.5), base[perm])
+
+
+def test_large_groups_floor_h_and_never_nan():
+    # G = 200 > 81 at the default r: one very short response has z = -sqrt(199), so 1 + z/9 < 0 without the floor.
+    lengths = torch.tensor([1000] * 199 + [10])
+    h, floored = length_preference(lengths[None], torch.ones(1, 200, dtype=torch.bool))
+    assert floored.sum() == 1 and floored[0, -1] and h[0, -1] == H_FLOOR
+    # A bimodal group at r = 1: half the responses sit at z = -1, i.e. h = 0.
+    bimodal = torch.tensor([10] * 100 + [1000] * 100)
+    _, floored = length_preference(bimodal[None], torch.ones(1, 200, dtype=torch.bool), r=1.0)
+    assert floored.sum() == 100
+    ids = torch.zeros(200, dtype=torch.long)
+    for lam in (-50.0, -5.0, 0.0, 5.0, 50.0):
+        f = verl_lambda.length_weights(lengths, ids, lam)
+        assert torch.isfinite(f).all() and f.sum().item() == pytest.approx(200.0, rel=1e-4)
+    want = torch.tensor(reference_weights(lengths.tolist(), ids.tolist(), -3.0))
+    torch.testing.assert_close(verl_lambda.length_weights(lengths, ids, -3.0), want.float())
+
+
+@pytest.mark.parametrize("lam", [-2.0, -0.3, 0.0, 0.5, 2.0])
+def test_autograd_dlambda_matches_the_analytic_gradient(lam):
+    lam_t = torch.tensor(lam, requires_grad=True)
+    f = verl_lambda.length_weights(FIXTURE, torch.zeros(8, dtype=torch.long), lam_t)
+    grads = [torch.autograd.grad(f[i], lam_t, retain_graph=True)[0].item() for i in range(8)]
+    want = reference_dweights_dlam(FIXTURE.tolist(), lam)
+    assert grads == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+def _loss_inputs(seed=0, bs=12, t=20):
+    gen = torch.Generator().manual_seed(seed)
+    loss_mat = torch.randn(bs, t, generator=gen)
+    lengths = torch.randint(0, t + 1, (bs,), generator=gen)
+    lengths[0] = 0  # a fully masked response
+    mask = (torch.arange(t)[None] < lengths[:, None]).float()
+    return loss_mat, mask
+
+
+@pytest.mark.parametrize("base", ["seq-mean-token-mean", "token-mean"])
+def test_unit_weights_are_exactly_verls_aggregation(base):
+    loss_mat, mask = _loss_inputs()
+    ours = weighted_agg_loss(
+        loss_mat, mask, torch.ones(len(mask)), base, dp_size=2, batch_num_tokens=97, global_batch_size=30
+    )
+    verls = core_algos.agg_loss.__wrapped__(loss_mat, mask, base, dp_size=2, batch_num_tokens=97, global_batch_size=30)
+    assert torch.equal(ours, verls)
+    local = weighted_agg_loss(loss_mat, mask, torch.ones(len(mask)), base)
+    assert torch.equal(local, core_algos.agg_loss.__wrapped__(loss_mat, mask, base))
+
+
+def test_weighted_aggregation_formulas():
+    loss_mat, mask = _loss_inputs(1)
+    f = torch.rand(len(mask)) + 0.5
+    n_seq, n_tok = 40, 333
+    seq = sum(f[i] * (loss_mat[i] * mask[i]).sum() / mask[i].sum() for i in range(len(mask)) if mask[i].sum() > 0)
+    got = weighted_agg_loss(loss_mat, mask, f, "seq-mean-token-mean", dp_size=3, global_batch_size=n_seq)
+    assert got.item() == pytest.approx((seq / n_seq * 3).item(), rel=1e-5)
+    tok = sum(f[i] * (loss_mat[i] * mask[i]).sum() for i in range(len(mask)))
+    got = weighted_agg_loss(loss_mat, mask, f, "token-mean", dp_size=3, batch_num_tokens=n_tok)
+    assert got.item() == pytest.approx((tok / n_tok * 3).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="base must be one of"):
+        weighted_agg_loss(loss_mat, mask, f, "token-sum")
+    with pytest.raises(ValueError, match="global_batch_size is required"):
+        weighted_agg_loss(loss_mat, mask, f, "seq-mean-token-mean", dp_size=2)
+
+
+def test_microbatch_split_sums_to_the_whole():
+    """Each micro-batch normalises by the global counts, so micro-batch losses add up to the full-batch loss."""
+    loss_mat, mask = _loss_inputs(2, bs=16)
+    f = torch.rand(16) + 0.5
+    for base, kw in (
+        ("seq-mean-token-mean", {"global_batch_size": 16}),
+        ("token-mean", {"batch_num_tokens": mask.sum()}),
+    ):
+        whole = weighted_agg_loss(loss_mat, mask, f, base, **kw)
+        parts = sum(
+            weighted_agg_loss(loss_mat[i : i + 4], mask[i : i + 4], f[i : i + 4], base, **kw) for i in range(0, 16, 4)
+        )
+        assert parts.item() == pytest.approx(whole.item(), rel=1e-6)

@@ -1,0 +1,148 @@
+"""The plugin is loaded by verl in every process, cheaply and idempotently, and never fails silently."""
+
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+
+import pytest
+
+from verl_lambda import patches
+
+
+def run_python(code: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_entry_point_is_declared():
+    names = {ep.name: ep.value for ep in entry_points(group="verl.plugins")}
+    assert names.get("verl_lambda") == "verl_lambda.plugin"
+
+
+def test_loaded_by_import_verl_and_cheap():
+    result = run_python(
+        """
+        import sys, verl
+        import verl_lambda.plugin as plugin
+        assert plugin.LOAD_ERROR is None, plugin.LOAD_ERROR
+        heavy = [m for m in ("verl.workers.engine_workers", "verl.workers.config", "verl.trainer.ppo.core_algos",
+                             "verl_lambda.lambda_grpo", "verl_lambda.cpu.hf_rollout") if m in sys.modules]
+        assert not heavy, heavy  # patches wait for their modules; nothing heavy is imported on load
+        from verl.trainer.ppo import core_algos
+        assert "grpo_lambda" in core_algos.POLICY_LOSS_REGISTRY
+        assert core_algos.agg_loss.__wrapped__ is not None
+        from verl.workers.utils import losses
+        assert losses.agg_loss is core_algos.agg_loss  # names imported with `from ... import` see the wrapper
+        print("OK")
+        """
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.timeout(300)
+def test_loaded_in_ray_workers():
+    result = run_python(
+        """
+        import os, ray
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+        def probe():
+            import os, sys
+            import verl
+            from verl.trainer.ppo import core_algos
+            from verl.workers.config import ActorConfig
+            import verl_lambda.plugin as plugin
+            return os.getpid(), plugin.LOAD_ERROR is None, "grpo_lambda" in core_algos.POLICY_LOSS_REGISTRY
+
+        @ray.remote
+        def task():
+            return probe()
+
+        @ray.remote
+        class Actor:
+            def check(self):
+                return probe()
+
+        results = [ray.get(task.remote()), ray.get(Actor.remote().check.remote())]
+        assert all(r[0] != os.getpid() for r in results)  # really other processes
+        assert all(r[1] and r[2] for r in results), results
+        print("OK", results)
+        """,
+        timeout=240,
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, (result.stdout + result.stderr)[-3000:]
+
+
+def test_broken_registration_is_reported_loudly():
+    result = run_python(
+        """
+        from verl_lambda import patches
+
+        def patch_core_algos(module):
+            raise ImportError("simulated breakage")
+
+        patches.PATCHES["verl.trainer.ppo.core_algos"] = patch_core_algos
+        import verl
+        from verl.trainer.ppo import core_algos  # the hook fails here; verl keeps working
+        from verl.workers.config import FSDPActorConfig
+        FSDPActorConfig(strategy="fsdp", rollout_n=2, ppo_micro_batch_size_per_gpu=2)  # verl's own modes work
+        try:
+            FSDPActorConfig(strategy="fsdp", rollout_n=2, ppo_micro_batch_size_per_gpu=2, loss_agg_mode="lambda_grpo")
+        except RuntimeError as exc:
+            print("REFUSED:", exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ERROR" in result.stderr and "verl-lambda failed to load" in result.stderr
+    assert "simulated breakage" in result.stderr
+    assert "REFUSED: verl-lambda is installed but failed to load" in result.stdout
+    assert "simulated breakage" in result.stdout
+
+
+def test_version_guard_message():
+    with pytest.raises(patches.UnsupportedVerlVersion) as info:
+        patches.check_verl_version("0.8.0")
+    message = str(info.value)
+    assert "supports verl 0.9.1" in message and "installed verl is 0.8.0" in message
+    assert patches.check_verl_version("0.9.1") == "0.9.1"
+
+
+def test_unsupported_verl_version_applies_no_patch_and_names_the_versions():
+    result = run_python(
+        """
+        from verl_lambda import patches
+        patches.SUPPORTED_VERL_VERSIONS = ("0.0.1",)   # pretend the installed verl is not supported
+        import verl
+        from verl.trainer.ppo import core_algos
+        assert not hasattr(core_algos.agg_loss, "__wrapped__")      # nothing was patched
+        assert "grpo_lambda" not in core_algos.POLICY_LOSS_REGISTRY
+        from verl.workers.config import FSDPActorConfig
+        FSDPActorConfig(strategy="fsdp", rollout_n=2, ppo_micro_batch_size_per_gpu=2, loss_agg_mode="token-mean")
+        try:
+            FSDPActorConfig(strategy="fsdp", rollout_n=2, ppo_micro_batch_size_per_gpu=2, loss_agg_mode="lambda_grpo")
+        except RuntimeError as exc:
+            print("REFUSED:", exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "verl-lambda supports verl 0.0.1; the installed verl is 0.9.1" in result.stderr
+    assert "REFUSED: verl-lambda is installed but failed to load" in result.stdout
+    assert "supports verl 0.0.1" in result.stdout
+
+
+def test_patches_are_idempotent():
+    from verl.trainer.ppo import core_algos
+    from verl.workers import engine_workers
+    from verl.workers.config import actor
+
+    wrapped = core_algos.agg_loss
+    patches.apply()
+    patches.patch_core_algos(core_algos)
+    patches.patch_actor_config(actor)
+    patches.patch_engine_workers(engine_workers)
+    assert core_algos.agg_loss is wrapped
+    assert getattr(actor.FSDPActorConfig.__init__, patches._MARK) == ("_init_accepting_options.<locals>.make",)
+    assert len(getattr(engine_workers.TrainingWorker.train_batch, patches._MARK)) == 1
+    assert hasattr(engine_workers.TrainingWorker.train_batch, "attrs_3141562937")  # verl's dispatch info kept

@@ -1,0 +1,291 @@
+"""Run ``python -m verl.trainer.main_ppo`` on CPU with the embedded tiny model and task, with progress and a plot.
+
+    python -m verl_lambda.cpu.launch --out outputs/demo --steps 30 --algo lambda_grpo [hydra overrides ...]
+
+It builds the tiny model and the "letters" data in ``--out``, starts verl's real trainer (Ray, FSDP2 engine
+workers, the ``hf`` rollout, the reward workers) on the ``cpu`` platform, prints one line per training step,
+and leaves ``metrics.jsonl`` (every logged metric of every step, from verl's file logger), ``train.log`` (the full
+output) and ``metrics.png`` in ``--out``. Extra arguments are passed to verl as hydra overrides and win over the
+defaults here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from verl_lambda.presets import ALGORITHMS
+from verl_lambda.presets import overrides as algo_overrides
+
+# Ray places each verl worker in a bundle asking for several CPUs; with too few logical CPUs declared, Ray waits
+# forever without an error. A 2-core machine runs fine with these declared.
+RAY_CPUS_BASE, RAY_CPUS_PER_WORKER = 6, 4
+STALL_HINT = (
+    "If the log shows 'No available node types can fulfill resource request', Ray needs more logical CPUs "
+    "(--ray-cpus, i.e. ray_kwargs.ray_init.num_cpus) or GPUs (+ray_kwargs.ray_init.num_gpus)."
+)
+
+
+def cpu_backend_overrides(
+    model_dir: Path,
+    *,
+    prompts_per_step: int = 8,
+    n: int = 8,
+    workers: int = 1,
+    use_v1: bool = True,
+    ray_cpus: int | None = None,
+    threads: int = 2,
+) -> list[str]:
+    """What any launch needs to run on the cpu platform with the ``hf`` rollout, with CPU-sized batches.
+
+    ``workers`` is the number of data-parallel ranks (each one a logical GPU to Ray). Data, reward and algorithm
+    are left to the caller; append these after a GPU launch's overrides to run it on CPU.
+    """
+    from verl_lambda.cpu.harness import CPU_ACTOR_OVERRIDES
+
+    micro = max(1, prompts_per_step * n // workers)
+    ray_cpus = ray_cpus or RAY_CPUS_BASE + RAY_CPUS_PER_WORKER * workers
+    return [
+        f"actor_rollout_ref.model.path={model_dir}",
+        *CPU_ACTOR_OVERRIDES,
+        f"data.train_batch_size={prompts_per_step}",
+        "data.dataloader_num_workers=0",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={prompts_per_step}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
+        "actor_rollout_ref.actor.use_dynamic_bsz=False",
+        "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=False",
+        "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=False",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
+        f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={micro}",
+        "actor_rollout_ref.ref.fsdp_config.param_offload=False",
+        "actor_rollout_ref.rollout.name=hf",
+        f"actor_rollout_ref.rollout.n={n}",
+        "actor_rollout_ref.rollout.agent.num_workers=1",
+        "actor_rollout_ref.rollout.calculate_log_probs=True",
+        "reward.num_workers=1",
+        f"trainer.n_gpus_per_node={workers}",
+        "trainer.nnodes=1",
+        f"trainer.use_v1={use_v1}",
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+        f"ray_kwargs.ray_init.num_cpus={ray_cpus}",
+        f"++ray_kwargs.ray_init.num_gpus={workers}",
+        f'++ray_kwargs.ray_init.runtime_env.env_vars.OMP_NUM_THREADS="{threads}"',
+    ]
+
+
+def toy_task_overrides(
+    data_dir: Path, reward_path: str, *, steps: int, max_response_length: int = 32, lr: float = 1e-2
+) -> list[str]:
+    """The embedded "classes" task with the training settings the demo uses."""
+    return [
+        f"data.train_files={data_dir / 'train.parquet'}",
+        f"data.val_files={data_dir / 'test.parquet'}",
+        "data.max_prompt_length=64",
+        f"data.max_response_length={max_response_length}",
+        f"actor_rollout_ref.actor.optim.lr={lr}",
+        "actor_rollout_ref.actor.use_kl_loss=False",
+        f"reward.custom_reward_function.path={reward_path}",
+        "reward.custom_reward_function.name=compute_score",
+        "trainer.logger=[console,file]",
+        f"trainer.total_training_steps={steps}",
+        "trainer.val_before_train=False",
+        "trainer.test_freq=-1",
+        "trainer.save_freq=-1",
+        "trainer.project_name=verl_lambda_cpu",
+    ]
+
+
+def cpu_env(out_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        VERL_PLATFORM="cpu",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        VERL_FILE_LOGGER_PATH=str(out_dir / "metrics.jsonl"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The per-step records verl's file logger wrote: ``[{"step": s, **metrics}, ...]``."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            records.append({"step": entry["step"], **entry["data"]})
+    return records
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants (Ray's raylet and workers are among them)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _progress_line(record: dict, total: int) -> str:
+    parts = [f"step {record['step']:>3}/{total}"]
+    for label, key, fmt in (
+        ("reward", "critic/score/mean", "{:.3f}"),
+        ("length", "response_length/mean", "{:.1f}"),
+        ("λ", "actor/lambda_grpo/lambda", "{:+.3f}"),
+        ("corr(f,L)", "actor/lambda_grpo/weight_length_corr", "{:+.2f}"),
+        ("time", "timing_s/step", "{:.1f}s"),
+    ):
+        if key in record:
+            parts.append(f"{label} " + fmt.format(record[key]))
+    return "  ".join(parts)
+
+
+def run(
+    out_dir: Path,
+    steps: int,
+    algo: str,
+    size: str = "tiny",
+    extra: Sequence[str] = (),
+    timeout: float = 1800,
+    stall_timeout: float = 600,
+    quiet: bool = False,
+    **options,
+) -> list[dict]:
+    """Build assets, run verl's trainer, return the metric records. Raises on failure, timeout or a stalled run."""
+    from verl_lambda.toy import build_dataset, build_model, reward_fn_path
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = build_model(out_dir / f"model-{size}", size=size)
+    data_dir = build_dataset(out_dir / "data", max_chars=options.get("max_response_length", 32))
+    task_keys = ("max_response_length", "lr")
+    task = {k: v for k, v in options.items() if k in task_keys}
+    backend = {k: v for k, v in options.items() if k not in task_keys}
+    metrics_path, log_path = out_dir / "metrics.jsonl", out_dir / "train.log"
+    metrics_path.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "verl.trainer.main_ppo",
+        *algo_overrides(algo),
+        *cpu_backend_overrides(model_dir, **backend),
+        *toy_task_overrides(data_dir, reward_fn_path(), steps=steps, **task),
+        f"trainer.experiment_name={algo}",
+        f"trainer.default_local_dir={out_dir / 'checkpoints'}",
+        *extra,
+    ]
+    (out_dir / "command.txt").write_text(" ".join(command) + "\n")
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    say(f"verl main_ppo on CPU: algo={algo}, {steps} steps, output in {out_dir} (full log: {log_path})")
+
+    start, last_progress, shown, peak_rss = time.monotonic(), time.monotonic(), 0, 0
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=cpu_env(out_dir), cwd=out_dir, start_new_session=True
+        )
+        try:
+            while process.poll() is None:
+                time.sleep(1.0)
+                peak_rss = max(peak_rss, _tree_rss(process.pid))
+                records = read_metrics(metrics_path)
+                for record in records[shown:]:
+                    say(_progress_line(record, steps))
+                if len(records) > shown:
+                    shown, last_progress = len(records), time.monotonic()
+                elapsed = time.monotonic() - start
+                if elapsed > timeout or time.monotonic() - last_progress > stall_timeout:
+                    raise TimeoutError(
+                        f"verl made no progress for {time.monotonic() - last_progress:.0f}s "
+                        f"({shown}/{steps} steps after {elapsed:.0f}s). {STALL_HINT} Log: {log_path}"
+                    )
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    records = read_metrics(metrics_path)
+    for record in records[shown:]:
+        say(_progress_line(record, steps))
+    if process.returncode != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"verl exited with code {process.returncode}; last lines of {log_path}:\n{tail}")
+    if not records or records[-1]["step"] != steps:  # a resumed run logs only the steps after its checkpoint
+        raise RuntimeError(f"verl finished without logging step {steps}; see {log_path}")
+    summary = {"wall_s": round(time.monotonic() - start, 1), "peak_rss_gb": round(peak_rss / 2**30, 2)}
+    (out_dir / "summary.json").write_text(json.dumps(summary) + "\n")
+    say(f"done in {summary['wall_s']:.0f}s, peak memory of all processes {summary['peak_rss_gb']:.1f} GB")
+    return records
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--algo", default="lambda_grpo", choices=sorted(ALGORITHMS))
+    parser.add_argument("--size", default="tiny", help="tiny model size: tiny, small or base")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per step")
+    parser.add_argument("--n", type=int, default=8, help="responses per prompt")
+    parser.add_argument("--max-response-length", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--workers", type=int, default=1, help="data-parallel ranks")
+    parser.add_argument("--trainer", choices=("v1", "v0"), default="v1", help="verl's trainer.use_v1 true/false")
+    parser.add_argument("--ray-cpus", type=int, default=None, help="logical CPUs declared to Ray")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds for the whole run")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--print-backend-overrides",
+        action="store_true",
+        help="build the tiny model in --out, print the CPU backend's overrides (one per line) and exit",
+    )
+    args, extra = parser.parse_known_args(argv)
+    if args.print_backend_overrides:
+        from verl_lambda.toy import build_model
+
+        model_dir = build_model(args.out.resolve() / f"model-{args.size}", size=args.size)
+        overrides = cpu_backend_overrides(
+            model_dir, prompts_per_step=args.prompts, n=args.n, workers=args.workers, use_v1=args.trainer == "v1"
+        )
+        print("\n".join(overrides))
+        return
+    records = run(
+        args.out,
+        args.steps,
+        args.algo,
+        size=args.size,
+        extra=extra,
+        timeout=args.timeout,
+        prompts_per_step=args.prompts,
+        n=args.n,
+        max_response_length=args.max_response_length,
+        lr=args.lr,
+        workers=args.workers,
+        use_v1=args.trainer == "v1",
+        ray_cpus=args.ray_cpus,
+    )
+    if not args.no_plot:
+        from verl_lambda.plot import plot_training
+
+        png = plot_training(records, args.out / "metrics.png", title=f"{args.algo} on CPU ({args.size} model)")
+        print(f"plot: {png}")
+    print(f"metrics: {args.out / 'metrics.jsonl'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""A ``cpu`` device platform for verl, selected with ``VERL_PLATFORM=cpu``.
+
+verl 0.9.1 ships platforms for NVIDIA, AMD and Ascend only; without one it falls back to CUDA and fails on a machine
+without a GPU. This platform makes verl's own code paths (FSDP2 engine, worker groups, resource checks) run on CPU
+with gloo. It is registered on plugin load and used only when a user selects it, so GPU users are unaffected.
+
+Ray still schedules verl's workers on "GPU" resources: a CPU run declares logical GPUs
+(``+ray_kwargs.ray_init.num_gpus=N``, one per worker); ``torch.cuda`` stays unused.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+import torch
+from verl.plugin.platform import PlatformBase
+
+from verl_lambda.cpu import device as cpu_device
+
+PLATFORM_NAME = "cpu"
+
+
+class PlatformCPU(PlatformBase):
+    """Runs verl's training engine and worker groups on CPU processes that talk over gloo."""
+
+    @property
+    def device_name(self) -> str:
+        return "cpu"
+
+    @property
+    def vendor_name(self) -> str:
+        return "cpu"
+
+    @property
+    def device_module(self) -> ModuleType:
+        return cpu_device
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_platform_available(self, use_smi_check: bool = False) -> bool:
+        # Never auto-detected: a CPU run must be asked for with VERL_PLATFORM=cpu.
+        return False
+
+    def current_device(self) -> str:  # type: ignore[override]
+        return "cpu"
+
+    def device_count(self) -> int:
+        return 1
+
+    def set_device(self, device_index: int) -> None:
+        pass
+
+    def synchronize(self, device_index: int | None = None) -> None:
+        pass
+
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def manual_seed_all(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def set_allocator_settings(self, settings: str) -> None:
+        pass
+
+    def empty_cache(self) -> None:
+        pass
+
+    def get_device_capability(self, device_index: int = 0) -> tuple[int | None, int | None]:
+        return None, None
+
+    def communication_backend_name(self) -> str:
+        return "gloo"
+
+    def visible_devices_envvar(self) -> str:
+        # Ray sets it for the logical GPUs a CPU run declares; nothing reads it here.
+        return "CUDA_VISIBLE_DEVICES"
+
+    @contextmanager
+    def nvtx_range(self, msg: str):
+        yield
+
+    def profiler_start(self) -> None:
+        pass
+
+    def profiler_stop(self) -> None:
+        pass
+
+    def ray_resource_name(self) -> str:
+        return "GPU"
+
+    def ray_noset_envvars(self) -> list[str]:
+        return []
+
+    def is_ipc_supported(self) -> bool:
+        return False
+
+    def cudart(self) -> Any:
+        return None
+
+
+def is_cpu_platform_selected() -> bool:
+    """True in a process where verl resolved (or will resolve) its platform to this one."""
+    from verl.plugin.platform import get_platform
+
+    return isinstance(get_platform(), PlatformCPU)

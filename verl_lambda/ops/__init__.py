@@ -1,0 +1,1 @@
+"""Pure math of the two methods (torch only, no verl import)."""
