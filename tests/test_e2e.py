@@ -82,3 +82,21 @@ def test_lambda_survives_checkpoint_and_resume(tmp_path):
     assert [r["step"] for r in resumed] == [3]
     assert resumed[0]["actor/lambda_grpo/lambda"] == full[2]["actor/lambda_grpo/lambda"]
     assert resumed[0]["critic/score/mean"] == full[2]["critic/score/mean"]  # same rollouts, not just same λ
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_grpo_lambda_trains(tmp_path, trainer):
+    # two mini-batches per step: the second is off-policy, so the trace is non-zero
+    records = train(
+        tmp_path,
+        "grpo_lambda",
+        2,
+        trainer,
+        "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+    )
+    for r in records:
+        assert math.isfinite(r["actor/pg_loss"]) and r["actor/grad_norm"] > 0
+        assert 0.0 <= r["actor/grpo_lambda/clamped_adv_frac"] <= 1.0
+        assert math.isfinite(r["actor/grpo_lambda/trace_mean"])
+        assert 0.0 < r["actor/grpo_lambda/trace_max"] < 20.0

@@ -53,6 +53,14 @@ def test_invariant_to_micro_batch_size(tiny_model_dir):
     for micro in (1, 2, 4, 8):
         overrides = [f"{MODE}=lambda_grpo", f"{MICRO}={micro}", "+actor_rollout_ref.actor.lambda_grpo.init=0.5"]
         results[micro] = run(spec(tiny_model_dir, overrides, steps=2, shuffle_seed=1))["steps"]
+    dynamic = [
+        f"{MODE}=lambda_grpo",
+        "+actor_rollout_ref.actor.lambda_grpo.init=0.5",
+        "actor_rollout_ref.actor.use_dynamic_bsz=true",
+        "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=true",
+        "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=64",
+    ]  # ~3 samples per micro-batch, reordered
+    results["dynamic"] = run(spec(tiny_model_dir, dynamic, steps=2, shuffle_seed=1))["steps"]
     reference = results[8]
     for micro, steps in results.items():
         for got, want in zip(steps, reference, strict=True):
@@ -134,7 +142,8 @@ def test_padding_samples_form_no_group():
     tu.assign_non_tensor(td, dummy=0)
     options = lambda_grpo.LambdaGRPOConfig(init=2.0)
     report = lambda_grpo.attach_group_lengths(td, lambda_grpo.LearnableLambda(options), dp_group=None)
-    assert td[lambda_grpo.GROUP_MASK_KEY][-2:].sum(-1).tolist() == [1, 1]
+    assert td[lambda_grpo.GROUP_SIZE_KEY][-2:].squeeze(-1).tolist() == [1.0, 1.0]
+    assert td[lambda_grpo.GROUP_SIZE_KEY][:4].squeeze(-1).tolist() == [3.0, 3.0, 3.0, 1.0]  # group 1 keeps one
     assert len(report.weights) == 4
 
 

@@ -4,71 +4,10 @@ special cases against verl's own modes, the weighted policy term, unweighted ent
 import pytest
 import torch
 from length_reference import reference_dweights_dlam, reference_weights
+from loss_harness import BS, actor_config, loss_inputs, metric_values, run_loss
 from verl.trainer.ppo import core_algos
 from verl.utils import tensordict_utils as tu
-from verl.workers.config import FSDPActorConfig
 from verl.workers.utils import losses
-from verl.workers.utils.padding import left_right_2_no_padding
-
-from verl_lambda import lambda_grpo
-from verl_lambda.cpu.harness import make_batch
-
-N_GROUPS, GROUP = 3, 4
-BS = N_GROUPS * GROUP
-
-
-def actor_config(mode, **kwargs):
-    return FSDPActorConfig(
-        strategy="fsdp", rollout_n=GROUP, ppo_micro_batch_size_per_gpu=BS, loss_agg_mode=mode, **kwargs
-    )
-
-
-def loss_inputs(seed=0, on_policy=False, dp_size=1):
-    """(data, log_prob leaf, entropy leaf) in the form the FSDP engine hands to ppo_loss."""
-    batch = make_batch(vocab_size=40, n_groups=N_GROUPS, group_size=GROUP, max_response_len=10, seed=seed)
-    gen = torch.Generator().manual_seed(seed + 100)
-    data = left_right_2_no_padding(batch.to_tensordict())
-    total = int(data["input_ids"].offsets()[-1])
-    log_prob = (-torch.rand(total, generator=gen) * 3).requires_grad_()
-    entropy = (torch.rand(total, generator=gen) * 2).requires_grad_()
-    mask = data["response_mask"].bool()
-    if on_policy:
-        from verl.workers.utils.padding import no_padding_2_padding
-
-        data["old_log_probs"] = no_padding_2_padding(log_prob.detach(), data) * mask
-    else:
-        data["old_log_probs"] = (-torch.rand(mask.shape, generator=gen) * 3) * mask
-    data["ref_log_prob"] = (-torch.rand(mask.shape, generator=gen) * 3) * mask
-    tu.assign_non_tensor(
-        data, dp_size=dp_size, batch_num_tokens=int(mask.sum()) * dp_size, global_batch_size=BS * dp_size
-    )
-    return data, log_prob, entropy
-
-
-def metric_values(metric):
-    values = metric.values if hasattr(metric, "values") else [metric]
-    return [float(v) for v in values]
-
-
-def run_loss(config, data, log_prob, entropy=None, lam=None):
-    """Call ppo_loss as the engine does; for lambda_grpo attach the group rows and make λ active."""
-    log_prob.grad = None
-    output = {"log_probs": log_prob}
-    if entropy is not None:
-        entropy.grad = None
-        output["entropy"] = entropy
-    if config.loss_agg_mode != "lambda_grpo":
-        loss, metrics = losses.ppo_loss(config, output, data)
-        loss.backward()
-        return loss, metrics, None
-    state = lambda_grpo.LearnableLambda(config.lambda_grpo)
-    if lam is not None:
-        state.value.data.fill_(lam)
-    lambda_grpo.attach_group_lengths(data, state, dp_group=None)
-    with lambda_grpo.active_lambda(state):
-        loss, metrics = losses.ppo_loss(config, output, data)
-    loss.backward()
-    return loss, metrics, state
 
 
 @pytest.mark.parametrize(
@@ -177,3 +116,10 @@ def test_a_loss_outside_an_update_is_an_error():
     data, log_prob, _ = loss_inputs()
     with pytest.raises(RuntimeError, match="outside an actor update"):
         losses.ppo_loss(actor_config("lambda_grpo"), {"log_probs": log_prob}, data)
+
+
+def test_outside_the_actor_loss_lambda_grpo_means_its_default_base_unweighted():
+    """The trainer's entropy metric and a critic that inherits the actor's mode call agg_loss("lambda_grpo")."""
+    loss_mat, mask = torch.randn(6, 9), (torch.rand(6, 9) > 0.2).float()
+    got = core_algos.agg_loss(loss_mat, mask, "lambda_grpo")
+    assert torch.equal(got, core_algos.agg_loss(loss_mat, mask, "seq-mean-token-mean"))

@@ -9,6 +9,8 @@ How a training step flows (the wrappers live in ``verl_lambda.patches``):
 2. For every micro-batch, ``ppo_loss`` computes the weights f with the current λ (``length_weighted_loss``) and
    hands them to ``agg_loss``, which applies them to the policy-gradient term only (entropy and KL keep the
    unweighted base aggregation).
+   f and its slope df/dλ are computed once per mini-batch (λ moves between mini-batches), so a micro-batch's loss
+   adds one cheap graph node through which λ gets its gradient.
 3. After each actor optimizer step, ``LearnableLambda.step`` averages λ's gradient over the data-parallel group and
    steps λ's own optimizer, so every rank holds the same λ.
 4. λ and its optimizer state are saved next to the actor checkpoint and restored on resume.
@@ -31,15 +33,26 @@ import torch
 import torch.distributed as dist
 
 from verl_lambda.config import LAMBDA_GRPO_MODE, LambdaGRPOConfig
-from verl_lambda.ops.length_weights import group_rows, group_weights, length_preference, weighted_agg_loss
+from verl_lambda.ops.length_weights import (
+    group_rows,
+    length_preference,
+    softmax_inputs,
+    weighted_agg_loss,
+    weights_and_slope,
+    with_slope,
+)
 
 logger = logging.getLogger("verl_lambda")
 
-# Per-sample tensors attached to the training batch: the h of every member of the sample's group, and where the
-# sample itself sits in that row.
-GROUP_H_KEY = "lambda_grpo_group_h"
-GROUP_MASK_KEY = "lambda_grpo_group_mask"
+# Per-sample tensors attached to the training batch: for the members of the sample's group, ln h and a mask bias
+# (float64, (bs, G)), the group size (bs, 1) and where the sample itself sits in its row (bs,).
+GROUP_LOG_H_KEY = "lambda_grpo_group_log_h"
+GROUP_BIAS_KEY = "lambda_grpo_group_bias"
+GROUP_SIZE_KEY = "lambda_grpo_group_size"
 SELF_INDEX_KEY = "lambda_grpo_self_index"
+# Per-sample weight f and slope df/dλ at the current λ, set for each mini-batch (λ moves between mini-batches).
+WEIGHT_KEY = "lambda_grpo_weight"
+SLOPE_KEY = "lambda_grpo_slope"
 # verl's V1 trainer pads a batch with synthetic samples whose uid starts with this; they form no group.
 PADDING_UID_PREFIX = "pad"
 CHECKPOINT_FILE = "lambda_grpo_state.pt"
@@ -164,8 +177,8 @@ def sample_uids(data: Any) -> list[str]:
 def attach_group_lengths(data: Any, state: LearnableLambda, dp_group: dist.ProcessGroup | None) -> StepReport:
     """Give every sample of this rank the length preferences of its complete group. Collective over ``dp_group``.
 
-    Adds ``GROUP_H_KEY`` (bs, G), ``GROUP_MASK_KEY`` (bs, G) and ``SELF_INDEX_KEY`` (bs,) to ``data``. Samples of
-    verl's padding (uid ``pad...``) form groups of one, so their weight is 1.
+    Adds the ``GROUP_*_KEY`` and ``SELF_INDEX_KEY`` tensors to ``data``. Samples of verl's padding (uid ``pad...``)
+    form groups of one, so their weight is 1.
     """
     uids, lengths = sample_uids(data), response_lengths(data)
     if dist.is_initialized():
@@ -189,14 +202,14 @@ def attach_group_lengths(data: Any, state: LearnableLambda, dp_group: dist.Proce
     )
     group_lengths, group_mask, self_index = group_rows(group_ids, all_lengths)
     h, floored = length_preference(group_lengths, group_mask, state.options.r)
+    log_h, bias, size = softmax_inputs(h, group_mask)
     mine = slice(offset, offset + len(uids))
-    data[GROUP_H_KEY] = h[mine]
-    data[GROUP_MASK_KEY] = group_mask[mine]
+    data[GROUP_LOG_H_KEY], data[GROUP_BIAS_KEY], data[GROUP_SIZE_KEY] = log_h[mine], bias[mine], size[mine]
     data[SELF_INDEX_KEY] = self_index[mine]
 
     real = ~torch.tensor(padding, dtype=torch.bool)
     with torch.no_grad():
-        weights = group_weights(h, group_mask, state.value).gather(-1, self_index[:, None]).squeeze(-1)
+        weights, _ = weights_and_slope(log_h, bias, size, self_index, state.value.item())
     return StepReport(weights=weights[real], lengths=all_lengths[real], floored=int(floored[real].any(-1).sum()))
 
 
@@ -228,20 +241,29 @@ def active_lambda(state: LearnableLambda) -> Iterator[None]:
         _ACTIVE_LAMBDA.reset(token)
 
 
+def attach_weights(data: Any, state: LearnableLambda) -> None:
+    """Before a mini-batch: f and df/dλ of its samples at the current λ, so micro-batches need no recomputation."""
+    if GROUP_LOG_H_KEY not in data.keys():
+        raise RuntimeError("[verl-lambda] the mini-batch lacks the group lengths attached by train_mini_batch")
+    value, slope = weights_and_slope(
+        data[GROUP_LOG_H_KEY], data[GROUP_BIAS_KEY], data[GROUP_SIZE_KEY], data[SELF_INDEX_KEY], state.value.item()
+    )
+    data[WEIGHT_KEY], data[SLOPE_KEY] = value, slope
+
+
 @contextlib.contextmanager
 def length_weighted_loss(config: Any, data: Any) -> Iterator[None]:
-    """Around one call of verl's ``ppo_loss`` on a micro-batch: compute f with the current λ for its samples."""
+    """Around one call of verl's ``ppo_loss`` on a micro-batch: its samples' f, differentiable in λ."""
     state = _ACTIVE_LAMBDA.get()
     if state is None:
         raise RuntimeError(
             "[verl-lambda] the lambda_grpo loss ran outside an actor update (no λ is active). It is computed in "
             "TrainingWorker.train_batch; forward-only calls need compute_loss=False."
         )
-    if GROUP_H_KEY not in data.keys():
-        raise RuntimeError("[verl-lambda] the micro-batch lacks the group lengths attached by train_mini_batch")
-    h = data[GROUP_H_KEY]
-    weights = group_weights(h, data[GROUP_MASK_KEY], state.value.to(h.device))
-    weights = weights.gather(-1, data[SELF_INDEX_KEY].long().view(-1, 1)).squeeze(-1)
+    if WEIGHT_KEY not in data.keys():
+        raise RuntimeError("[verl-lambda] the micro-batch lacks the weights attached by train_batch")
+    value = data[WEIGHT_KEY]
+    weights = with_slope(state.value.to(value.device), value, data[SLOPE_KEY])
     context = _LossContext(base=config.lambda_grpo.base, weights=weights)
     token = _LOSS_CONTEXT.set(context)
     try:

@@ -304,6 +304,7 @@ def _train_batch_with_lambda_step(original: Callable) -> Callable:
         if state is None:
             return original(self, data)
         state.zero_grad()
+        lambda_grpo.attach_weights(data, state)
         with lambda_grpo.active_lambda(state):
             output = original(self, data)
         state.step(self.engine.get_data_parallel_group())

@@ -14,7 +14,7 @@ from verl.utils import tensordict_utils as tu
 
 from verl_lambda import lambda_grpo
 from verl_lambda.cpu.harness import ActorHarness, dp_shard, init_process_group, make_batch
-from verl_lambda.ops.length_weights import row_weights
+from verl_lambda.ops.length_weights import weights_and_slope
 
 
 def spec_batch(spec: dict):
@@ -50,12 +50,13 @@ def run(spec: dict, rank: int = 0, world_size: int = 1) -> dict:
                     "uids": list(shard.uids),
                     "lengths": shard.tensors["response_mask"].sum(-1).tolist(),
                     # f at λ = weights_at from the group rows this rank's loss received
-                    "weights_seen": row_weights(
-                        td[lambda_grpo.GROUP_H_KEY],
-                        td[lambda_grpo.GROUP_MASK_KEY],
+                    "weights_seen": weights_and_slope(
+                        td[lambda_grpo.GROUP_LOG_H_KEY],
+                        td[lambda_grpo.GROUP_BIAS_KEY],
+                        td[lambda_grpo.GROUP_SIZE_KEY],
                         td[lambda_grpo.SELF_INDEX_KEY],
                         spec.get("weights_at", 1.0),
-                    ).tolist(),
+                    )[0].tolist(),
                 }
             )
         steps.append(record)

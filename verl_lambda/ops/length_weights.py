@@ -49,25 +49,6 @@ def length_preference(
     return h, floored
 
 
-def group_weights(h: torch.Tensor, group_mask: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
-    """``f = G * softmax(h ** λ)`` over the members of each row's group.
-
-    Args:
-        h: (n, G) positive length preferences.
-        group_mask: (n, G) bool, True for real members.
-        lam: 0-d tensor or float; gradients flow to it.
-
-    Returns:
-        (n, G) weights, 0 at masked positions, each row summing to its group size.
-    """
-    mask = group_mask.bool()
-    # float64: h ** λ stays finite for |λ ln h| < 709, so large |λ| saturates the softmax instead of giving NaN.
-    lam = torch.as_tensor(lam, device=h.device).to(torch.float64)
-    g = torch.exp(lam * torch.log(h.to(torch.float64)))  # h ** λ, differentiable in λ
-    probs = torch.softmax(g.masked_fill(~mask, float("-inf")), dim=-1)
-    return (mask.sum(-1, keepdim=True) * probs).float()
-
-
 def group_rows(group_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Lay out every sample's group as a padded row.
 
@@ -94,11 +75,72 @@ def group_rows(group_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Te
     return group_lengths[inverse], member_mask[inverse], rank_in_group
 
 
+def softmax_inputs(h: torch.Tensor, group_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The λ-independent parts of the weights, computed once per step: ``(ln h, mask bias, group size)``.
+
+    Args:
+        h: (n, G) positive length preferences of each row's group members.
+        group_mask: (n, G) bool, True for real members.
+
+    Returns:
+        log_h: (n, G) float64, 0 at masked positions; bias: (n, G) float64, 0 for members and -inf elsewhere;
+        size: (n, 1) float64 group sizes.
+    """
+    mask = group_mask.bool()
+    log_h = torch.log(h.to(torch.float64)).masked_fill(~mask, 0.0)
+    bias = torch.zeros_like(log_h).masked_fill(~mask, float("-inf"))
+    return log_h, bias, mask.sum(-1, keepdim=True).to(torch.float64)
+
+
+@torch.no_grad()
+def weights_and_slope(
+    log_h: torch.Tensor, bias: torch.Tensor, size: torch.Tensor, self_index: torch.Tensor, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``f = G softmax(h ** λ)`` of each row's own sample, and its slope ``d f / d λ``, both (n,) float32.
+
+    The slope is the spec's analytic gradient ``G p_i (a_i - sum_j p_j a_j)`` with ``p = softmax(h ** λ)`` and
+    ``a_j = h_j ** λ ln h_j``. Computed in float64, so ``h ** λ`` stays finite for ``|λ ln h| < 709`` and a large
+    ``|λ|`` saturates the softmax instead of producing NaN. The inputs are those of ``softmax_inputs``, and
+    ``self_index`` (n,) is the position of the row's own sample in its row.
+    """
+    g = torch.exp(log_h * lam)  # h ** λ
+    probs = torch.softmax(g + bias, dim=-1)
+    a = g * log_h  # d (h ** λ) / dλ
+    own = self_index.long().view(-1, 1)
+    weight = size * probs.gather(-1, own)
+    slope = weight * (a.gather(-1, own) - (probs * a).sum(-1, keepdim=True))
+    return weight.squeeze(-1).float(), slope.squeeze(-1).float()
+
+
+class _KnownSlope(torch.autograd.Function):
+    """``f(λ)`` given by its value and slope at the current λ: one graph node, backward ``sum(grad * slope)``."""
+
+    @staticmethod
+    def forward(ctx, lam: torch.Tensor, value: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(slope)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (slope,) = ctx.saved_tensors
+        grad_lam = (grad * slope).sum().reshape(()) if ctx.needs_input_grad[0] else None
+        return grad_lam, None, None
+
+
+def with_slope(lam: torch.Tensor | float, value: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """``value``, differentiable in ``lam`` with ``d value / d lam = slope`` (exact first-order gradient)."""
+    if not isinstance(lam, torch.Tensor) or not lam.requires_grad:
+        return value
+    return _KnownSlope.apply(lam, value, slope.to(value.device))
+
+
 def row_weights(
     h: torch.Tensor, group_mask: torch.Tensor, self_index: torch.Tensor, lam: torch.Tensor | float
 ) -> torch.Tensor:
-    """The weight of each row's own sample: ``group_weights(...)[i, self_index[i]]``, shape (n,)."""
-    return group_weights(h, group_mask, lam).gather(-1, self_index.long().view(-1, 1)).squeeze(-1)
+    """The weight f of each row's own sample, shape (n,), differentiable in ``lam``."""
+    lam_value = lam.item() if isinstance(lam, torch.Tensor) else float(lam)
+    value, slope = weights_and_slope(*softmax_inputs(h, group_mask), self_index, lam_value)
+    return with_slope(lam, value, slope)
 
 
 def length_weights(
@@ -134,12 +176,12 @@ def weighted_agg_loss(
     ``seq-mean-token-mean``: ``(1/N_seq) * sum_i f_i * mean_t l_it``; ``token-mean``: ``(1/N_tok) * sum_i f_i sum_t
     l_it``. As in verl's ``agg_loss``, the result is multiplied by ``dp_size`` because data-parallel gradients are
     averaged, which makes the loss invariant to micro-batch size and the number of ranks. With f = 1 both are
-    exactly verl's modes of the same name.
+    exactly (bitwise, gradients included) verl's modes of the same name.
 
     Args:
         loss_mat: (bs, T) per-token losses of a micro-batch.
         loss_mask: (bs, T) valid tokens.
-        weights: (bs,) f of each response.
+        weights: (bs,) f of each response; gradients flow to it (and from it to λ).
         base: ``seq-mean-token-mean`` or ``token-mean``.
         dp_size: data-parallel world size.
         batch_num_tokens: valid tokens in the global mini-batch (token-mean); local count if None and dp_size == 1.
@@ -148,19 +190,50 @@ def weighted_agg_loss(
     Returns:
         a scalar tensor.
     """
-    if base == "token-mean":
-        if batch_num_tokens is None:
-            if dp_size > 1:
-                raise ValueError("(global) batch_num_tokens is required when dp_size > 1")
-            batch_num_tokens = loss_mask.sum()
-        return (loss_mat * weights[:, None] * loss_mask).sum() / batch_num_tokens * dp_size
-    if base == "seq-mean-token-mean":
-        tokens = torch.sum(loss_mask, dim=-1)
-        seq_losses = torch.sum(loss_mat * loss_mask, dim=-1) / (tokens + 1e-8)
-        seq_mask = (tokens > 0).float()
-        if global_batch_size is None:
-            if dp_size > 1:
-                raise ValueError("global_batch_size is required when dp_size > 1")
-            global_batch_size = seq_mask.sum()
-        return (seq_losses * weights * seq_mask).sum() / global_batch_size * dp_size
-    raise ValueError(f"base must be one of {list(LAMBDA_GRPO_BASES)}, got {base!r}")
+    if base not in LAMBDA_GRPO_BASES:
+        raise ValueError(f"base must be one of {list(LAMBDA_GRPO_BASES)}, got {base!r}")
+    per_token = base == "token-mean"
+    count = batch_num_tokens if per_token else global_batch_size
+    if count is None:
+        if dp_size > 1:
+            raise ValueError(
+                f"(global) {'batch_num_tokens' if per_token else 'global_batch_size'} is required when dp_size > 1"
+            )
+        count = loss_mask.sum() if per_token else (loss_mask.sum(-1) > 0).sum()
+    return _WeightedAggregation.apply(loss_mat, loss_mask, weights.to(loss_mat.dtype), per_token, count, dp_size)
+
+
+class _WeightedAggregation(torch.autograd.Function):
+    """One graph node for the weighted aggregation. Forward and backward perform the same floating-point operations,
+    in the same order, as autograd does on verl's ``agg_loss`` expression, so f = 1 reproduces verl bitwise."""
+
+    @staticmethod
+    def forward(ctx, loss_mat, loss_mask, weights, per_token: bool, count, dp_size: int):
+        if per_token:
+            loss = (loss_mat * weights[:, None] * loss_mask).sum() / count * dp_size
+            ctx.save_for_backward(loss_mat, loss_mask, weights)
+        else:
+            tokens = torch.sum(loss_mask, dim=-1) + 1e-8
+            seq_losses = torch.sum(loss_mat * loss_mask, dim=-1) / tokens  # exactly 0 for empty responses
+            loss = (seq_losses * weights).sum() / count * dp_size
+            ctx.save_for_backward(loss_mask, weights, tokens, seq_losses)
+        ctx.per_token, ctx.count, ctx.dp_size = per_token, count, dp_size
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        total = grad * ctx.dp_size / ctx.count  # d loss / d (weighted sum)
+        grad_loss_mat = grad_weights = None
+        if ctx.per_token:
+            loss_mat, loss_mask, weights = ctx.saved_tensors
+            if ctx.needs_input_grad[0]:
+                grad_loss_mat = total * loss_mask * weights[:, None]
+            if ctx.needs_input_grad[2]:
+                grad_weights = total * (loss_mat * loss_mask).sum(-1)
+        else:
+            loss_mask, weights, tokens, seq_losses = ctx.saved_tensors
+            if ctx.needs_input_grad[0]:
+                grad_loss_mat = (total * weights / tokens)[:, None] * loss_mask
+            if ctx.needs_input_grad[2]:
+                grad_weights = total * seq_losses
+        return grad_loss_mat, None, grad_weights, None, None, None

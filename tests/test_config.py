@@ -1,0 +1,120 @@
+"""Options are hydra overrides under the actor config, validated where verl validates the actor (the driver's
+``validate_config`` and every worker): each bad value is an error naming its key and the allowed values."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import InstantiationException
+from verl.utils.config import omega_conf_to_dataclass
+
+from verl_lambda.config import GRPOLambdaConfig, LambdaGRPOConfig
+from verl_lambda.cpu.harness import compose_config
+
+ACTOR = "actor_rollout_ref.actor"
+LAMBDA = f"+{ACTOR}.lambda_grpo"
+TRACE = f"+{ACTOR}.policy_loss.grpo_lambda"
+
+
+def actor_from_overrides(model_dir, *overrides):
+    """What verl's driver does in validate_config: instantiate the actor config from the composed config."""
+    config = compose_config(model_dir, overrides)
+    return omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+
+
+def test_defaults_need_no_option(tiny_model_dir):
+    actor = actor_from_overrides(tiny_model_dir, f"{ACTOR}.loss_agg_mode=lambda_grpo")
+    assert actor.loss_agg_mode == "lambda_grpo" and actor.lambda_grpo == LambdaGRPOConfig()
+    actor = actor_from_overrides(tiny_model_dir, f"{ACTOR}.policy_loss.loss_mode=grpo_lambda")
+    assert actor.policy_loss.grpo_lambda == GRPOLambdaConfig()
+
+
+def test_options_reach_the_actor_config(tiny_model_dir):
+    actor = actor_from_overrides(
+        tiny_model_dir,
+        f"{ACTOR}.loss_agg_mode=lambda_grpo",
+        f"{LAMBDA}.lr=0.05",
+        f"{LAMBDA}.base=token-mean",
+        f"{LAMBDA}.min=-2",
+        f"{LAMBDA}.max=2",
+        f"{LAMBDA}.learnable=false",
+        f"{LAMBDA}.optimizer=sgd",
+        f"{ACTOR}.policy_loss.loss_mode=grpo_lambda",
+        f"{TRACE}.lam=0.9",
+        f"{TRACE}.style=both",
+        f"{TRACE}.neg_adv_clamp=null",
+    )
+    assert actor.lambda_grpo == LambdaGRPOConfig(
+        lr=0.05, base="token-mean", min=-2, max=2, learnable=False, optimizer="sgd"
+    )
+    assert actor.policy_loss.grpo_lambda == GRPOLambdaConfig(lam=0.9, style="both", neg_adv_clamp=None)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (f"{LAMBDA}.r=0", "lambda_grpo.r must be a number > 0"),
+        (f"{LAMBDA}.r=-0.5", "lambda_grpo.r must be a number > 0"),
+        (f"{LAMBDA}.lr=-0.1", "lambda_grpo.lr must be a number >= 0"),
+        (f"{LAMBDA}.base=token-sum", "lambda_grpo.base must be one of ['seq-mean-token-mean', 'token-mean']"),
+        (f"{LAMBDA}.optimizer=rmsprop", "lambda_grpo.optimizer must be one of ['adam', 'sgd']"),
+        (f"{LAMBDA}.grad_clip=0", "lambda_grpo.grad_clip must be a number > 0 or null"),
+        (f"{LAMBDA}.learnable=3", "lambda_grpo.learnable must be true or false"),
+        (f"{LAMBDA}.colour=red", "lambda_grpo.colour is not an option. Allowed keys: base, r, init"),
+        (f"{TRACE}.lam=1.5", "policy_loss.grpo_lambda.lam must be a number in [0, 1]"),
+        (f"{TRACE}.gamma=-0.1", "policy_loss.grpo_lambda.gamma must be a number in [0, 1]"),
+        (f"{TRACE}.style=forward", "policy_loss.grpo_lambda.style must be one of ['recent', 'both']"),
+        (f"{TRACE}.variant=ppo", "policy_loss.grpo_lambda.variant must be one of ['epsilon-trace', 'epsilon-weight']"),
+        (f"{TRACE}.neg_adv_clamp=0.5", "policy_loss.grpo_lambda.neg_adv_clamp must be a number <= 0 or null"),
+        (f"{TRACE}.lambda=0.5", "policy_loss.grpo_lambda.lambda is not an option. Allowed keys: gamma, lam"),
+    ],
+)
+def test_bad_values_name_their_key(tiny_model_dir, override, message):
+    with pytest.raises(InstantiationException) as info:
+        actor_from_overrides(
+            tiny_model_dir, f"{ACTOR}.loss_agg_mode=lambda_grpo", f"{ACTOR}.policy_loss.loss_mode=grpo_lambda", override
+        )
+    assert "[verl-lambda] actor_rollout_ref.actor." + message in str(info.value)
+
+
+def test_inverted_bounds(tiny_model_dir):
+    with pytest.raises(InstantiationException, match=r"lambda_grpo\.min \(1\) must be <= .*lambda_grpo\.max \(-1\)"):
+        actor_from_overrides(
+            tiny_model_dir, f"{ACTOR}.loss_agg_mode=lambda_grpo", f"{LAMBDA}.min=1", f"{LAMBDA}.max=-1"
+        )
+    with pytest.raises(InstantiationException, match=r"lambda_grpo\.init \(0\.0\) must lie within"):
+        actor_from_overrides(tiny_model_dir, f"{ACTOR}.loss_agg_mode=lambda_grpo", f"{LAMBDA}.min=0.5")
+
+
+def test_megatron_is_refused_at_config_time():
+    from verl.workers.config import McoreActorConfig
+
+    with pytest.raises(ValueError, match=r"not supported with actor\.strategy=megatron"):
+        McoreActorConfig(rollout_n=2, ppo_micro_batch_size_per_gpu=2, loss_agg_mode="lambda_grpo")
+    McoreActorConfig(rollout_n=2, ppo_micro_batch_size_per_gpu=2, policy_loss={"loss_mode": "grpo_lambda"})
+
+
+@pytest.mark.timeout(300)
+def test_the_driver_rejects_a_bad_value_before_starting_anything(tiny_model_dir, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "verl.trainer.main_ppo",
+            f"actor_rollout_ref.model.path={tiny_model_dir}",
+            f"{ACTOR}.loss_agg_mode=lambda_grpo",
+            f"{LAMBDA}.r=-1",
+            "trainer.n_gpus_per_node=1",
+            f"{ACTOR}.ppo_micro_batch_size_per_gpu=2",
+            "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+            "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "[verl-lambda] actor_rollout_ref.actor.lambda_grpo.r must be a number > 0, got -1" in output
+    assert "ray init kwargs" not in output  # failed in validate_config, before Ray or any worker started

@@ -1,0 +1,123 @@
+"""GRPO-λ's traced log-ratio (spec §4, §6) against independent dense float64 references."""
+
+import pytest
+import torch
+from trace_reference import dense_trace_gradient, dense_traced_log_ratio, recurrence
+
+import verl_lambda
+from verl_lambda.ops.eligibility_trace import trace_mass
+
+DECAYS = [0.0, 0.5, 0.9, 0.99, 1.0]
+STYLES = ["recent", "both"]
+
+
+def masks(bs: int, length: int, seed: int) -> torch.Tensor:
+    """Right padding of random lengths, a masked stretch inside some responses (a tool's output), an empty row."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, length + 1, (bs,), generator=gen)
+    mask = (torch.arange(length)[None] < lengths[:, None]).float()
+    for row in range(0, bs, 2):
+        start = int(torch.randint(0, length, (1,), generator=gen))
+        mask[row, start : start + max(1, length // 7)] = 0
+    if bs > 2:
+        mask[-1] = 0
+    return mask
+
+
+def test_public_name():
+    from verl_lambda.ops.eligibility_trace import traced_log_ratio
+
+    assert verl_lambda.traced_log_ratio is traced_log_ratio
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("decay", DECAYS)
+@pytest.mark.parametrize(("bs", "length"), [(5, 1), (5, 7), (4, 64), (4, 65), (3, 1000), (1, 8192)])
+def test_values_and_gradients_match_the_dense_reference(style, decay, bs, length):
+    gen = torch.Generator().manual_seed(length)
+    log_ratio = (torch.randn(bs, length, generator=gen) * 0.1).requires_grad_()
+    mask = masks(bs, length, seed=length)
+    upstream = torch.randn(bs, length, generator=gen)
+    got = verl_lambda.traced_log_ratio(log_ratio, mask, decay, style)
+    (got * upstream).sum().backward()
+    want = dense_traced_log_ratio(log_ratio.detach(), mask, decay, style)
+    scale = max(1.0, want.abs().max().item())
+    assert got.dtype == torch.float32 and got.shape == (bs, length)
+    assert (got.double() - want).abs().max().item() <= 2e-5 * scale
+    assert torch.all(got[mask == 0] == 0)
+    grad_want = dense_trace_gradient(upstream, mask, decay, style)
+    grad_scale = max(1.0, grad_want.abs().max().item())
+    assert (log_ratio.grad.double() - grad_want).abs().max().item() <= 2e-5 * grad_scale
+
+
+def test_float64_gradcheck():
+    mask = masks(3, 40, seed=1).double()
+    for style in STYLES:
+        for decay in (0.0, 0.6, 1.0):
+            x = torch.randn(3, 40, dtype=torch.float64, requires_grad=True)
+            assert torch.autograd.gradcheck(verl_lambda.traced_log_ratio, (x, mask, decay, style))
+
+
+def test_special_cases():
+    d = torch.randn(4, 30)
+    mask = torch.ones(4, 30)
+    assert torch.equal(verl_lambda.traced_log_ratio(d, mask, 0.0, "recent"), d)
+    # both at κ = 0: 0**0 = 1 keeps the first token in every trace
+    both = verl_lambda.traced_log_ratio(d, mask, 0.0, "both")
+    torch.testing.assert_close(both[:, 1:], d[:, 1:] + d[:, :1])
+    torch.testing.assert_close(both[:, 0], d[:, 0])
+    # κ = 1: a prefix sum, and both styles agree
+    torch.testing.assert_close(verl_lambda.traced_log_ratio(d, mask, 1.0, "recent"), d.cumsum(-1))
+    torch.testing.assert_close(verl_lambda.traced_log_ratio(d, mask, 1.0, "both"), d.cumsum(-1))
+
+
+def test_masked_stretch_still_counts_as_distance():
+    d = torch.zeros(1, 6)
+    d[0, 0] = 1.0
+    mask = torch.tensor([[1.0, 0, 0, 1, 1, 1]])
+    e = verl_lambda.traced_log_ratio(d, mask, 0.5, "recent")
+    torch.testing.assert_close(e, torch.tensor([[1.0, 0, 0, 0.125, 0.0625, 0.03125]]))
+
+
+@pytest.mark.parametrize("decay", [0.999, 1.0])
+def test_float32_is_stable_at_32k_tokens(decay):
+    length = 32768
+    gen = torch.Generator().manual_seed(0)
+    log_ratio = torch.randn(2, length, generator=gen) * 0.05
+    mask = torch.ones(2, length)
+    mask[1, 20000:] = 0
+    got = verl_lambda.traced_log_ratio(log_ratio, mask, decay)
+    want = recurrence(log_ratio, mask, decay)
+    assert torch.isfinite(got).all()
+    assert (got.double() - want).abs().max().item() <= 1e-4 * max(1.0, want.abs().max().item())
+    both = verl_lambda.traced_log_ratio(log_ratio, mask, decay, "both")
+    assert torch.isfinite(both).all()
+
+
+def test_memory_is_linear_in_length():
+    """A (bs, T, T) tensor at T = 65536 would need 16 GiB per row; this runs in a few MB."""
+    e = verl_lambda.traced_log_ratio(torch.randn(1, 65536) * 0.01, torch.ones(1, 65536), 0.99, "both")
+    assert e.shape == (1, 65536) and torch.isfinite(e).all()
+
+
+def test_bad_arguments():
+    d, mask = torch.zeros(1, 3), torch.ones(1, 3)
+    for decay in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="decay must be in"):
+            verl_lambda.traced_log_ratio(d, mask, decay)
+    with pytest.raises(ValueError, match="style must be one of"):
+        verl_lambda.traced_log_ratio(d, mask, 0.5, "forward")
+
+
+def test_trace_mass():
+    mask = masks(4, 50, seed=3)
+    mass = trace_mass(mask, 0.8)
+    for row in range(3):
+        valid = mask[row].bool()
+        if valid.any():
+            assert mass[row, valid].mean().item() == pytest.approx(1.0, rel=1e-5)
+            positions = valid.nonzero().squeeze(-1)
+            raw = torch.tensor([sum(0.8 ** (t - k) for t in positions.tolist() if t >= k) for k in positions.tolist()])
+            torch.testing.assert_close(mass[row, valid], (raw / raw.mean()).float())
+    assert torch.all(mass[mask == 0] == 0) and torch.all(mass[-1] == 0)
+    torch.testing.assert_close(trace_mass(torch.ones(2, 9), 0.0), torch.ones(2, 9))

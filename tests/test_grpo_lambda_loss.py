@@ -1,0 +1,157 @@
+"""GRPO-λ's policy loss (spec §4-5) against verl's own ``vanilla`` loss, the spec's on-policy closed form, and in
+combination with ``loss_agg_mode=lambda_grpo``, through verl's loss path."""
+
+import pytest
+import torch
+from loss_harness import loss_inputs, run_loss
+from verl.trainer.ppo import core_algos
+from verl.workers.config import FSDPActorConfig, PolicyLossConfig
+
+from verl_lambda.ops.eligibility_trace import trace_mass
+
+MODES = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
+
+
+def actor(agg="token-mean", dp_size=1, **options):
+    config = FSDPActorConfig(
+        strategy="fsdp",
+        rollout_n=2,
+        ppo_micro_batch_size_per_gpu=2,
+        loss_agg_mode=agg,
+        clip_ratio_low=0.2,
+        clip_ratio_high=0.28,
+        policy_loss=PolicyLossConfig(loss_mode="grpo_lambda", grpo_lambda=options),
+    )
+    config.global_batch_info.update(
+        dp_size=dp_size, batch_num_tokens=None, global_batch_size=None, loss_scale_factor=None
+    )
+    return config
+
+
+def inputs(seed=0, bs=6, length=24, spread=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    log_prob = (torch.randn(bs, length, generator=gen) * 0.5 - 2).requires_grad_()
+    old = log_prob.detach() + torch.randn(bs, length, generator=gen) * spread  # some ratios far outside the clip
+    advantages = torch.randn(bs, 1, generator=gen).expand(bs, length).clone()
+    lengths = torch.randint(1, length + 1, (bs,), generator=gen)
+    mask = (torch.arange(length)[None] < lengths[:, None]).float()
+    mask[0, 3:6] = 0  # a masked stretch inside a response
+    return old, log_prob, advantages, mask
+
+
+def loss_and_grad(fn, old, log_prob, advantages, mask, agg, config, weights=None):
+    log_prob.grad = None
+    loss, metrics = fn(old, log_prob, advantages, mask, agg, config, weights)
+    loss.backward()
+    return loss.detach(), log_prob.grad.clone(), metrics
+
+
+GRPO_LAMBDA = core_algos.get_policy_loss_fn("grpo_lambda")
+VANILLA = core_algos.compute_policy_loss_vanilla
+
+
+@pytest.mark.parametrize("agg", MODES)
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_zero_decay_recent_unclamped_is_exactly_vanilla(agg, with_weights):
+    old, log_prob, advantages, mask = inputs()
+    weights = torch.rand(mask.shape) + 0.5 if with_weights else None
+    config = actor(agg, lam=0.0, neg_adv_clamp=None)
+    ours = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, agg, config, weights)
+    verls = loss_and_grad(VANILLA, old, log_prob, advantages, mask, agg, config, weights)
+    assert torch.equal(ours[0], verls[0]) and torch.equal(ours[1], verls[1])
+    for key, value in verls[2].items():
+        assert ours[2][key] == value, key
+    assert verls[2]["actor/pg_clipfrac"] > 0 and verls[2]["actor/pg_clipfrac_lower"] > 0  # clip paths exercised
+
+
+def test_the_negative_advantage_clamp():
+    old, log_prob, advantages, mask = inputs(seed=1)
+    floored = torch.where(advantages < -0.1, -0.1, advantages)
+    ours = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "token-mean", actor(lam=0.0))
+    verls = loss_and_grad(VANILLA, old, log_prob, floored, mask, "token-mean", actor())
+    assert torch.equal(ours[0], verls[0]) and torch.equal(ours[1], verls[1])
+    share = ((advantages < -0.1).float() * mask).sum() / mask.sum()
+    assert ours[2]["actor/grpo_lambda/clamped_adv_frac"] == pytest.approx(share.item())
+    assert share > 0
+
+
+def test_epsilon_weight_is_vanilla_weighted_by_trace_mass():
+    old, log_prob, advantages, mask = inputs(seed=2)
+    config = actor(lam=0.9, variant="epsilon-weight", neg_adv_clamp=None)
+    ours = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "seq-mean-token-mean", config)
+    mass = trace_mass(mask, 0.9)
+    verls = loss_and_grad(VANILLA, old, log_prob, advantages, mask, "seq-mean-token-mean", config, mass)
+    torch.testing.assert_close(ours[0], verls[0])
+    torch.testing.assert_close(ours[1], verls[1])
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.9, 0.99, 1.0])
+def test_on_policy_gradient_follows_the_closed_form(decay):
+    """All d = 0: the gradient on log pi(o_k) is proportional to sum_{t>=k} κ**(t-k) = (1 - κ**(T-k)) / (1 - κ)."""
+    length = 40
+    log_prob = (torch.randn(1, length) - 2).requires_grad_()
+    old = log_prob.detach().clone()
+    advantages = torch.full((1, length), 0.7)
+    mask = torch.ones(1, length)
+    _, grad, metrics = loss_and_grad(
+        GRPO_LAMBDA, old, log_prob, advantages, mask, "token-mean", actor(gamma=1.0, lam=decay, neg_adv_clamp=None)
+    )
+    k = torch.arange(length, dtype=torch.float64)
+    expected = (length - k) if decay == 1.0 else (1 - decay ** (length - k)) / (1 - decay)
+    torch.testing.assert_close(grad[0].double(), -0.7 / length * expected, rtol=1e-5, atol=1e-8)
+    assert grad[0, 0] < grad[0, -1] < 0  # early tokens get more credit
+    assert metrics["actor/grpo_lambda/trace_max"] == 0.0
+
+
+def test_both_style_keeps_the_first_token_in_every_trace():
+    length = 10
+    log_prob = torch.zeros(1, length, requires_grad=True)
+    mask = torch.ones(1, length)
+    _, grad, _ = loss_and_grad(
+        GRPO_LAMBDA,
+        log_prob.detach().clone(),
+        log_prob,
+        torch.ones(1, length),
+        mask,
+        "token-sum",
+        actor(lam=0.0, style="both", neg_adv_clamp=None),
+    )
+    assert grad[0, 0].item() == pytest.approx(-length)  # token 0 sits in all 10 traces
+    torch.testing.assert_close(grad[0, 1:], torch.full((length - 1,), -1.0))
+
+
+def test_combined_with_lambda_grpo_through_verls_loss_path():
+    """lambda_grpo weights the grpo_lambda per-token losses per response; frozen λ = 0 changes nothing."""
+    data, log_prob, _ = loss_inputs(seed=7)
+    trace = {"loss_mode": "grpo_lambda", "grpo_lambda": {"lam": 0.9}}
+    combined = FSDPActorConfig(
+        strategy="fsdp",
+        rollout_n=4,
+        ppo_micro_batch_size_per_gpu=12,
+        loss_agg_mode="lambda_grpo",
+        lambda_grpo={"learnable": False},
+        policy_loss=PolicyLossConfig(**trace),
+    )
+    alone = FSDPActorConfig(
+        strategy="fsdp",
+        rollout_n=4,
+        ppo_micro_batch_size_per_gpu=12,
+        loss_agg_mode="seq-mean-token-mean",
+        policy_loss=PolicyLossConfig(**trace),
+    )
+    loss_combined, metrics, _ = run_loss(combined, data, log_prob)
+    grad_combined = log_prob.grad.clone()
+    loss_alone, _, _ = run_loss(alone, data, log_prob)
+    assert torch.equal(loss_combined, loss_alone) and torch.equal(grad_combined, log_prob.grad)
+    assert "actor/grpo_lambda/trace_mean" in metrics
+    # with λ = 1 the loss moves, and dλ flows through the traced surrogate
+    learnable = FSDPActorConfig(
+        strategy="fsdp",
+        rollout_n=4,
+        ppo_micro_batch_size_per_gpu=12,
+        loss_agg_mode="lambda_grpo",
+        lambda_grpo={"init": 1.0},
+        policy_loss=PolicyLossConfig(**trace),
+    )
+    loss_weighted, _, state = run_loss(learnable, data, log_prob, lam=1.0)
+    assert not torch.equal(loss_weighted, loss_alone) and state.value.grad.abs() > 0

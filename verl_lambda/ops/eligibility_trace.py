@@ -1,0 +1,176 @@
+"""GRPO-λ's eligibility trace of token log-ratios (arXiv 2510.00194). Pure torch, no verl import.
+
+With ``d_k = log pi_theta(o_k) - log pi_old(o_k)`` for response token k and decay ``κ = gamma * lambda``::
+
+    recent:  e_t = sum_{k<=t} κ**(t-k) d_k                 (e_t = κ e_{t-1} + d_t)
+    both:    e_t = sum_{k<=t} max(κ**(t-k), κ**k) d_k
+
+``exp(e_t)`` replaces the per-token ratio in the clipped surrogate, so credit flows back to earlier tokens: on-policy
+(all d = 0) the gradient on log pi(o_k) under ``recent`` is proportional to ``(1 - κ**(T-k)) / (1 - κ)``.
+
+Cost: O(T) time and O(bs*T) memory. A direct ``κ**(t-k)`` matrix would be O(T²), and ``κ**t * cumsum(κ**-k d_k)``
+overflows float32 for κ near 1 and T in the thousands; instead the recurrence runs as a chunked scan: a small
+``C x C`` decay matrix inside chunks, and the same scan, at decay ``κ**C``, over the chunk ends.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+TRACE_STYLES = ("recent", "both")
+# Chunk of the scan: large enough that few levels of recursion are needed, small enough that the C x C matmul per
+# chunk stays cheaper than the elementwise work around it.
+SCAN_CHUNK = 32
+
+
+def _check_decay(decay: float) -> float:
+    decay = float(decay)
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"decay must be in [0, 1], got {decay}")
+    return decay
+
+
+def decayed_cumsum(x: torch.Tensor, decay: float, reverse: bool = False, chunk: int = SCAN_CHUNK) -> torch.Tensor:
+    """``y_t = decay * y_{t-1} + x_t`` along the last dimension (``y_t = decay * y_{t+1} + x_t`` if ``reverse``).
+
+    O(T) time and memory. Not meant for autograd (the trace's backward is its own reverse scan).
+
+    Args:
+        x: (..., T) float tensor.
+        decay: in [0, 1].
+        reverse: scan from the end.
+        chunk: scan chunk size.
+
+    Returns:
+        (..., T) tensor of x's dtype.
+    """
+    decay = _check_decay(decay)
+    if decay == 0.0 or x.shape[-1] <= 1:
+        return x.clone()
+    if decay == 1.0:
+        return x.flip(-1).cumsum(-1).flip(-1) if reverse else x.cumsum(-1)
+    length = x.shape[-1]
+    pad = (-length) % chunk
+    chunks = (F.pad(x, (0, pad)) if pad else x).unflatten(-1, (-1, chunk))  # (..., N, C); zero padding is inert
+    # the scan restarted at every chunk: forward uses within[i, j] = decay**(i-j) (j <= i), reverse its transpose
+    within = _within_chunk(decay, chunk, x.dtype, x.device)
+    local = chunks @ (within if reverse else within.T)
+    if chunks.shape[-2] > 1:
+        # the scan value at each chunk boundary obeys the same recurrence at decay**C; feed it into the next chunk
+        into = decay_powers(decay, chunk + 1, x.dtype, x.device)[1:]  # decay**1 .. decay**C
+        if reverse:
+            starts = decayed_cumsum(local[..., 0], decay**chunk, reverse=True, chunk=chunk)
+            local.addcmul_(F.pad(starts[..., 1:], (0, 1)).unsqueeze(-1), into.flip(0))  # decay**(C - i)
+        else:
+            ends = decayed_cumsum(local[..., -1], decay**chunk, chunk=chunk)
+            local.addcmul_(F.pad(ends[..., :-1], (1, 0)).unsqueeze(-1), into)  # decay**(i + 1)
+    out = local.flatten(-2)
+    return out[..., :length] if pad else out
+
+
+@lru_cache(maxsize=64)
+def decay_powers(decay: float, count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``decay ** arange(count)``, computed in float64 and cached (0 ** 0 = 1; underflow to 0 is harmless)."""
+    return (torch.tensor(decay, dtype=torch.float64, device=device) ** torch.arange(count, device=device)).to(dtype)
+
+
+@lru_cache(maxsize=64)
+def _within_chunk(decay: float, chunk: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    lags = torch.arange(chunk, device=device)[:, None] - torch.arange(chunk, device=device)[None, :]
+    powers = decay_powers(decay, chunk, dtype, device)
+    return torch.where(lags >= 0, powers[lags.clamp(min=0)], 0.0)
+
+
+def traced_log_ratio(
+    log_ratio: torch.Tensor, response_mask: torch.Tensor, decay: float, style: str = "recent"
+) -> torch.Tensor:
+    """GRPO-λ's traced log-ratio e for every response token.
+
+    Args:
+        log_ratio: (bs, T) ``log pi_theta - log pi_old`` per response token (finite).
+        response_mask: (bs, T) valid tokens. Masked positions contribute nothing (their d counts as 0) and get 0,
+            but still advance t and k: a masked stretch inside a response (a tool's output) counts as distance.
+        decay: κ = gamma * lambda, in [0, 1].
+        style: ``recent`` or ``both``.
+
+    Returns:
+        e: (bs, T) float32 (float64 for float64 input), differentiable in ``log_ratio``.
+    """
+    decay = _check_decay(decay)
+    if style not in TRACE_STYLES:
+        raise ValueError(f"style must be one of {list(TRACE_STYLES)}, got {style!r}")
+    dtype = torch.float64 if log_ratio.dtype == torch.float64 else torch.float32
+    return _Trace.apply(log_ratio.to(dtype), response_mask.to(dtype), decay, style)
+
+
+class _Trace(torch.autograd.Function):
+    """e = mask * W (mask * d) with the lower-triangular trace weights W; backward is mask * W^T (mask * g).
+
+    Both directions are O(T) scans computed in place, and only the mask is saved for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, d: torch.Tensor, mask: torch.Tensor, decay: float, style: str) -> torch.Tensor:
+        ctx.save_for_backward(mask)
+        ctx.decay, ctx.style = decay, style
+        return _trace(d * mask, decay, style).mul_(mask)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (mask,) = ctx.saved_tensors
+        return _trace_transposed(grad.to(mask.dtype) * mask, ctx.decay, ctx.style).mul_(mask), None, None, None
+
+
+def _trace(d: torch.Tensor, decay: float, style: str) -> torch.Tensor:
+    """W d for masked-out d. ``recent`` is the scan. For ``both``, max(κ**(t-k), κ**k) is κ**(t-k) for k >= t/2 and
+    κ**k below, so with m = ceil(t/2): ``e_t = recent_t - κ**(t-m+1) recent_{m-1} + sum_{k<m} κ**k d_k``.
+    Odd t = 2j-1 and even t = 2j share m = j, with t-m+1 = j and j+1."""
+    out = decayed_cumsum(d, decay)
+    if style == "recent" or decay == 1.0:  # at κ = 1 every weight of `both` is 1 too
+        return out
+    length = d.shape[-1]
+    n_odd, n_even = length // 2, (length - 1) // 2  # t = 1, 3, ... and t = 2, 4, ...
+    powers = decay_powers(decay, n_odd + 2, d.dtype, d.device)  # κ**0 .. κ**(n_odd + 1)
+    before = out[..., :n_odd]  # recent_{j-1} for j = 1 .. n_odd
+    early = (d[..., :n_odd] * powers[:n_odd]).cumsum(-1)  # sum_{k<j} κ**k d_k
+    # both corrections are computed before `out` changes, since `before` is a view of it
+    odd = torch.addcmul(early, before, powers[1 : n_odd + 1], value=-1.0)  # κ**j for t = 2j - 1
+    even = torch.addcmul(early[..., :n_even], before[..., :n_even], powers[2 : n_even + 2], value=-1.0)  # κ**(j+1)
+    out[..., 1::2] += odd
+    out[..., 2::2] += even
+    return out
+
+
+def _trace_transposed(g: torch.Tensor, decay: float, style: str) -> torch.Tensor:
+    """W^T g: ``recent`` is the reverse scan R; ``both`` is ``R_k - κ**(k+1) R_{2k+1} + κ**k sum_{t>2k} g_t``
+    (the weight of (t, k) is κ**(t-k) for t <= 2k and κ**k beyond)."""
+    out = decayed_cumsum(g, decay, reverse=True)
+    if style == "recent" or decay == 1.0:
+        return out
+    n_odd = g.shape[-1] // 2  # k with 2k+1 inside the response tensor
+    powers = decay_powers(decay, n_odd + 1, g.dtype, g.device)
+    prefix = g.cumsum(-1)
+    correction = (prefix[..., -1:] - prefix[..., 0 : 2 * n_odd : 2]).mul_(powers[:n_odd])  # κ**k sum_{t>2k} g_t
+    correction.addcmul_(out[..., 1::2], powers[1:], value=-1.0)  # - κ**(k+1) R_{2k+1}, read before `out` changes
+    out[..., :n_odd] += correction
+    return out
+
+
+def trace_mass(response_mask: torch.Tensor, decay: float) -> torch.Tensor:
+    """Each token's share of later traces, ``m_k = sum_{t>=k, t valid} κ**(t-k)``, normalised to mean 1 over the
+    valid tokens of its response (GRPO-λ's ``epsilon-weight`` variant, our reading).
+
+    Args:
+        response_mask: (bs, T) valid tokens.
+        decay: κ in [0, 1].
+
+    Returns:
+        (bs, T) float32 weights, 0 at masked positions.
+    """
+    mask = response_mask.to(torch.float32)
+    mass = decayed_cumsum(mask, decay, reverse=True) * mask
+    mean = mass.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
+    return torch.where(mean > 0, mass / mean.clamp(min=1e-30), 0.0)
