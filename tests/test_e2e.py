@@ -52,10 +52,18 @@ def test_grpo_trains_on_cpu(tmp_path, trainer):
         assert row["score"] == pytest.approx(compute_score("", row["output"], row["gts"], {"max_chars": MAX_LEN}))
 
 
-@pytest.mark.parametrize("trainer", TRAINERS)
-def test_lambda_grpo_trains_and_lambda_follows_the_task(tmp_path, trainer):
+LAMBDA_EXTRA = ("+actor_rollout_ref.actor.lambda_grpo.lr=0.05", "trainer.save_freq=2")
+
+
+@pytest.fixture(scope="module")
+def lambda_grpo_v1(tmp_path_factory):
+    """λ-GRPO for 3 steps on the V1 trainer, with a checkpoint at step 2 (shared by two tests)."""
+    out = tmp_path_factory.mktemp("lambda_grpo_v1")
+    return out, train(out, "lambda_grpo", 3, "v1", *LAMBDA_EXTRA)
+
+
+def check_lambda_follows_the_task(records):
     """The task rewards longer responses, so λ must rise; the weights must favour long responses."""
-    records = train(tmp_path, "lambda_grpo", 3, trainer, "+actor_rollout_ref.actor.lambda_grpo.lr=0.05")
     lambdas = [r["actor/lambda_grpo/lambda"] for r in records]
     assert lambdas[0] > 0 and lambdas == sorted(lambdas), lambdas
     assert records[-1]["actor/lambda_grpo/weight_length_corr"] > 0.5
@@ -63,19 +71,26 @@ def test_lambda_grpo_trains_and_lambda_follows_the_task(tmp_path, trainer):
     assert all(r["actor/lambda_grpo/weight_mean"] == pytest.approx(1.0, abs=1e-5) for r in records)
 
 
-def test_lambda_survives_checkpoint_and_resume(tmp_path):
+def test_lambda_grpo_trains_v1(lambda_grpo_v1):
+    check_lambda_follows_the_task(lambda_grpo_v1[1])
+
+
+def test_lambda_grpo_trains_v0(tmp_path):
+    check_lambda_follows_the_task(train(tmp_path, "lambda_grpo", 3, "v0", *LAMBDA_EXTRA))
+
+
+def test_lambda_survives_checkpoint_and_resume(tmp_path, lambda_grpo_v1):
     """verl's own save/resume: a run resumed from step 2 computes exactly the λ of the uninterrupted run's step 3."""
-    extra = ["+actor_rollout_ref.actor.lambda_grpo.lr=0.05", "trainer.save_freq=2"]
-    full = train(tmp_path / "full", "lambda_grpo", 3, "v1", *extra)
-    checkpoint = tmp_path / "full" / "checkpoints" / "global_step_2" / "actor" / lambda_grpo.CHECKPOINT_FILE
+    out, full = lambda_grpo_v1
+    checkpoint = out / "checkpoints" / "global_step_2" / "actor" / lambda_grpo.CHECKPOINT_FILE
     state = torch.load(checkpoint, weights_only=True)
     assert state["lambda"].item() == pytest.approx(full[1]["actor/lambda_grpo/lambda"], abs=1e-7)
     resumed = train(
-        tmp_path / "resumed",
+        tmp_path,
         "lambda_grpo",
         3,
         "v1",
-        *extra,
+        *LAMBDA_EXTRA,
         "trainer.resume_mode=resume_path",
         f"trainer.resume_from_path={checkpoint.parent.parent}",
     )

@@ -24,6 +24,8 @@ TRACE_STYLES = ("recent", "both")
 # Chunk of the scan: large enough that few levels of recursion are needed, small enough that the C x C matmul per
 # chunk stays cheaper than the elementwise work around it.
 SCAN_CHUNK = 32
+# Below this many multiply-adds (rows x T x T) a scan is one matmul with a cached triangular matrix.
+DIRECT_SCAN_WORK = 1 << 22
 
 
 def _check_decay(decay: float) -> float:
@@ -53,10 +55,14 @@ def decayed_cumsum(x: torch.Tensor, decay: float, reverse: bool = False, chunk: 
     if decay == 1.0:
         return x.flip(-1).cumsum(-1).flip(-1) if reverse else x.cumsum(-1)
     length = x.shape[-1]
+    if length <= chunk or x.numel() * length <= DIRECT_SCAN_WORK:
+        # short enough that one triangular matmul beats the chunked scan's extra ops (e.g. the level of chunk ends)
+        matrix = _decay_matrix(decay, length, x.dtype, x.device)
+        return x @ (matrix if reverse else matrix.T)
     pad = (-length) % chunk
     chunks = (F.pad(x, (0, pad)) if pad else x).unflatten(-1, (-1, chunk))  # (..., N, C); zero padding is inert
     # the scan restarted at every chunk: forward uses within[i, j] = decay**(i-j) (j <= i), reverse its transpose
-    within = _within_chunk(decay, chunk, x.dtype, x.device)
+    within = _decay_matrix(decay, chunk, x.dtype, x.device)
     local = chunks @ (within if reverse else within.T)
     if chunks.shape[-2] > 1:
         # the scan value at each chunk boundary obeys the same recurrence at decay**C; feed it into the next chunk
@@ -78,9 +84,10 @@ def decay_powers(decay: float, count: int, dtype: torch.dtype, device: torch.dev
 
 
 @lru_cache(maxsize=64)
-def _within_chunk(decay: float, chunk: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    lags = torch.arange(chunk, device=device)[:, None] - torch.arange(chunk, device=device)[None, :]
-    powers = decay_powers(decay, chunk, dtype, device)
+def _decay_matrix(decay: float, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(size, size) lower-triangular ``decay ** (i - j)``: applied to a row it is the scan of that row."""
+    lags = torch.arange(size, device=device)[:, None] - torch.arange(size, device=device)[None, :]
+    powers = decay_powers(decay, size, dtype, device)
     return torch.where(lags >= 0, powers[lags.clamp(min=0)], 0.0)
 
 
