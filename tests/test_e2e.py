@@ -35,12 +35,15 @@ def train(out, algo, steps, trainer, *extra, **options):
 
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_grpo_trains_on_cpu(tmp_path, trainer):
-    records = train(tmp_path, "grpo", 2, trainer, f"trainer.rollout_data_dir={tmp_path / 'rollouts'}")
+    # with verl's KL loss, so the reference model runs on the cpu platform too
+    kl = ("actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.actor.kl_loss_coef=0.01")
+    records = train(tmp_path, "grpo", 2, trainer, f"trainer.rollout_data_dir={tmp_path / 'rollouts'}", *kl)
     assert [r["step"] for r in records] == [1, 2]
     for r in records:
         assert 0.0 <= r["critic/score/mean"] <= 1.0
         assert 1 <= r["response_length/mean"] <= MAX_LEN and r["response_length/max"] <= MAX_LEN
         assert math.isfinite(r["actor/pg_loss"]) and r["actor/grad_norm"] > 0
+        assert r["actor/kl_loss"] >= 0
         # the hf rollout's log-probs are what verl's FSDP actor recomputes
         assert r["training/rollout_probs_diff_max"] < 1e-4
     # what the rollout generated, as verl dumped it: rollout.n samples of each prompt, scored by the task's reward

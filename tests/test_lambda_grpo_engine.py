@@ -61,6 +61,13 @@ def test_invariant_to_micro_batch_size(tiny_model_dir):
         "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=64",
     ]  # ~3 samples per micro-batch, reordered
     results["dynamic"] = run(spec(tiny_model_dir, dynamic, steps=2, shuffle_seed=1))["steps"]
+    packed = [
+        f"{MODE}=lambda_grpo",
+        "+actor_rollout_ref.actor.lambda_grpo.init=0.5",
+        f"{MICRO}=4",
+        "actor_rollout_ref.model.use_remove_padding=true",
+    ]  # sequences packed, as verl's GPU recipes run
+    results["remove_padding"] = run(spec(tiny_model_dir, packed, steps=2, shuffle_seed=1))["steps"]
     reference = results[8]
     for micro, steps in results.items():
         for got, want in zip(steps, reference, strict=True):

@@ -146,3 +146,19 @@ def test_patches_are_idempotent():
     assert getattr(actor.FSDPActorConfig.__init__, patches._MARK) == ("_init_accepting_options.<locals>.make",)
     assert len(getattr(engine_workers.TrainingWorker.train_batch, patches._MARK)) == 1
     assert hasattr(engine_workers.TrainingWorker.train_batch, "attrs_3141562937")  # verl's dispatch info kept
+
+
+def test_module_switch_loads_it_without_entry_points():
+    """For code shipped without an installed distribution: verl's own VERL_USE_EXTERNAL_MODULES switch."""
+    import os
+
+    env = dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none", VERL_USE_EXTERNAL_MODULES="verl_lambda.plugin")
+    code = (
+        "import verl; from verl.trainer.ppo import core_algos; "
+        "assert 'grpo_lambda' in core_algos.POLICY_LOSS_REGISTRY; print('OK')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
+    env["VERL_USE_EXTERNAL_MODULES"] = ""
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+    assert off.returncode != 0  # with plugins disabled and no module switch, nothing registers grpo_lambda

@@ -4,13 +4,12 @@ How a training step flows (the wrappers live in ``verl_lambda.patches``):
 
 1. ``TrainingWorker.train_mini_batch`` receives this rank's share of the step. verl has reordered the batch for load
    balance and split it across data-parallel ranks, so a prompt group (verl's ``uid``) can be spread anywhere.
-   ``attach_group_lengths`` all-gathers (uid, length) over the data-parallel group and gives every sample the
-   length preferences ``h`` of its complete group, as padded per-sample rows that survive any later split.
-2. For every micro-batch, ``ppo_loss`` computes the weights f with the current λ (``length_weighted_loss``) and
-   hands them to ``agg_loss``, which applies them to the policy-gradient term only (entropy and KL keep the
-   unweighted base aggregation).
-   f and its slope df/dλ are computed once per mini-batch (λ moves between mini-batches), so a micro-batch's loss
-   adds one cheap graph node through which λ gets its gradient.
+   ``attach_group_lengths`` all-gathers (uid, length) over the data-parallel group and gives every sample its
+   complete group (the λ-independent ``ln h`` of each member) as padded per-sample rows that survive any split.
+2. ``TrainingWorker.train_batch`` (one mini-batch) computes f and its slope df/dλ at the current λ
+   (``attach_weights``). For every micro-batch, ``ppo_loss`` hands f to ``agg_loss`` (``length_weighted_loss``),
+   which applies it to the policy-gradient term only (entropy and KL keep the unweighted base aggregation); one
+   graph node carries λ's gradient.
 3. After each actor optimizer step, ``LearnableLambda.step`` averages λ's gradient over the data-parallel group and
    steps λ's own optimizer, so every rank holds the same λ.
 4. λ and its optimizer state are saved next to the actor checkpoint and restored on resume.
@@ -26,7 +25,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -208,8 +207,7 @@ def attach_group_lengths(data: Any, state: LearnableLambda, dp_group: dist.Proce
     data[SELF_INDEX_KEY] = self_index[mine]
 
     real = ~torch.tensor(padding, dtype=torch.bool)
-    with torch.no_grad():
-        weights, _ = weights_and_slope(log_h, bias, size, self_index, state.value.item())
+    weights, _ = weights_and_slope(log_h, bias, size, self_index, state.value.item())
     return StepReport(weights=weights[real], lengths=all_lengths[real], floored=int(floored[real].any(-1).sum()))
 
 
@@ -225,7 +223,7 @@ class _LossContext:
     base: str
     weights: torch.Tensor  # (bs,) f of the micro-batch's samples
     in_policy_term: bool = False
-    applied: bool = field(default=False)
+    applied: bool = False
 
 
 _LOSS_CONTEXT: contextvars.ContextVar[_LossContext | None] = contextvars.ContextVar("lambda_loss", default=None)

@@ -384,9 +384,23 @@ def patch_distributed(module: ModuleType) -> None:
     _wrap_function(module, "initialize_global_process_group_ray", _process_group_on_gloo)
 
 
+def _offload_policy_without_pinning(original: Callable) -> Callable:
+    def CPUOffloadPolicy(*args, **kwargs):  # stands in for the class of the same name
+        # verl gives forward-only models (the reference) pinned CPU offload; pinning needs an accelerator, and
+        # offloading to the CPU is a no-op when the device is the CPU.
+        if _cpu_platform_selected():
+            kwargs["pin_memory"] = False
+        return original(*args, **kwargs)
+
+    return CPUOffloadPolicy
+
+
 def patch_fsdp_engines(module: ModuleType) -> None:
-    """``verl.workers.engine.fsdp.transformer_impl``: make verl's FSDP engines selectable on the cpu platform."""
+    """``verl.workers.engine.fsdp.transformer_impl``: make verl's FSDP engines selectable on the cpu platform, and
+    let their reference models build there."""
     from verl.workers.engine.base import EngineRegistry
+
+    _wrap(module, "CPUOffloadPolicy", _offload_policy_without_pinning)
 
     for model_type, engine_cls in (
         ("language_model", module.FSDPEngineWithLMHead),

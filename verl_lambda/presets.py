@@ -15,13 +15,14 @@ ALGORITHMS: dict[str, tuple[str, ...]] = {
         "algorithm.adv_estimator=grpo",
         "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean",
     ),
-    # DAPO (Yu et al., 2025, arXiv 2503.14476): token-level aggregation and clip-higher (0.2 / 0.28). Dynamic
-    # sampling and overlong shaping are left out: the λ-GRPO paper contrasts the aggregation.
+    # DAPO (Yu et al., 2025, arXiv 2503.14476): token-level aggregation, clip-higher (0.2 / 0.28) and no KL term.
+    # Dynamic sampling and overlong shaping are left out: the λ-GRPO paper contrasts the aggregation.
     "dapo": (
         "algorithm.adv_estimator=grpo",
         "actor_rollout_ref.actor.loss_agg_mode=token-mean",
         "actor_rollout_ref.actor.clip_ratio_low=0.2",
         "actor_rollout_ref.actor.clip_ratio_high=0.28",
+        "actor_rollout_ref.actor.use_kl_loss=False",
     ),
     # λ-GRPO (arXiv 2510.06870): learnable length weights on top of GRPO's aggregation (our default base).
     "lambda_grpo": (
