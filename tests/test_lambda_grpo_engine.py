@@ -187,3 +187,11 @@ def test_checkpoint_round_trip_through_verls_save_and_load(tiny_model_dir, tmp_p
     continued = [resumed.update(batch, global_batch_size=16)["lambda_grpo/lambda"][0] for _ in range(2)]
     assert continued == uninterrupted  # λ, Adam's moments and the model all came back exactly
     assert saved_lambda != 0.0
+
+
+def test_response_lengths_of_padded_and_jagged_masks():
+    rows = [torch.tensor([1.0, 1, 0, 1]), torch.tensor([1.0]), torch.tensor([0.0, 0, 1])]
+    jagged = torch.nested.nested_tensor(rows, layout=torch.jagged)
+    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    for mask in (jagged, padded):
+        assert lambda_grpo.response_lengths({"response_mask": mask}).tolist() == [3.0, 1.0, 1.0]
