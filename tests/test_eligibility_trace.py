@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from trace_reference import dense_trace_gradient, dense_traced_log_ratio, recurrence
+from trace_reference import dense_trace_gradient, dense_traced_log_ratio, recurrence, trace_weights
 
 import verl_lambda
 from verl_lambda.ops.eligibility_trace import trace_mass
@@ -121,3 +121,15 @@ def test_trace_mass():
             torch.testing.assert_close(mass[row, valid], (raw / raw.mean()).float())
     assert torch.all(mass[mask == 0] == 0) and torch.all(mass[-1] == 0)
     torch.testing.assert_close(trace_mass(torch.ones(2, 9), 0.0), torch.ones(2, 9))
+
+
+@pytest.mark.parametrize("style", ["recent", "both"])
+def test_trace_mass_is_the_column_sums_of_the_trace_weights(style):
+    mask = masks(3, 40, seed=4)
+    weights = trace_weights(torch.arange(40), 40, 0.8, style) * mask.double()[:, :, None]  # (bs, t, k), valid t only
+    raw = weights.sum(1) * mask.double()
+    mean = raw.sum(-1, keepdim=True) / mask.double().sum(-1, keepdim=True).clamp(min=1)
+    expected = torch.where(mean > 0, raw / mean.clamp(min=1e-30), 0.0).float()
+    torch.testing.assert_close(trace_mass(mask, 0.8, style), expected)
+    if style == "both":  # the style changes the weights (early tokens keep κ**k)
+        assert not torch.allclose(trace_mass(mask, 0.8, "both"), trace_mass(mask, 0.8, "recent"))

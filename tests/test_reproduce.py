@@ -88,7 +88,7 @@ def test_conversion_to_verl_schema(name):
         info = row["extra_info"]
         assert info["dataset"] == name and info["split"] == ("test" if name in EVAL_SPECS else "train")
         source = records[info["index"]]  # the index points at the source row
-        assert any(str(source.get(f, "")).strip() in info["question"] for f in spec.question_fields)
+        assert any(source.get(f) and str(source[f]).strip() in info["question"] for f in spec.question_fields)
         assert spec.data_source in CHECKER_OF
 
 
@@ -200,6 +200,17 @@ def test_reward_routing(data_source, truth, response, correct):
     assert set(result) == {"score", "acc", "pred"}
     assert result["score"] == result["acc"] == float(correct), result
     assert isinstance(result["pred"], str)
+
+
+def test_a_number_with_thousands_commas_is_not_a_list_of_answers():
+    assert compute_score("math500", "\\boxed{80, 10}", "10,080")["acc"] == 0.0  # not {10, 080} in any order
+    assert compute_score("math500", "\\boxed{10,080}", "10,080")["acc"] == 1.0
+
+
+def test_gsm8k_pred_is_the_answer_that_was_scored():
+    result = compute_score("gsm8k", "15 + 7 = 22\n####22", "22")  # verl's strict format needs "#### 22"
+    assert result["score"] == 0.0 and result["pred"] == ""
+    assert compute_score("gsm8k", "15 + 7 = 22\n#### 22", "22")["pred"] == "22"
 
 
 def test_every_data_source_has_right_and_wrong_cases_with_fixture_truths():

@@ -106,13 +106,14 @@ def compute_policy_loss_grpo_lambda(
     log_ratio = log_prob - old_log_prob
     clamped_log_ratio = torch.clamp(log_ratio, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP)
     ppo_kl = masked_mean(-clamped_log_ratio, response_mask)
-    trace = traced_log_ratio(log_ratio, response_mask, options.decay, options.style)
     if options.variant == "epsilon-trace":
+        trace = traced_log_ratio(log_ratio, response_mask, options.decay, options.style)
         ratio = torch.exp(torch.clamp(trace, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP))
         token_weights = None
     else:  # epsilon-weight: per-token ratio and clipping, each token weighted by its trace mass
+        trace = traced_log_ratio(log_ratio.detach(), response_mask, options.decay, options.style)  # metrics only
         ratio = torch.exp(clamped_log_ratio)
-        token_weights = trace_mass(response_mask, options.decay).to(log_prob.dtype)
+        token_weights = trace_mass(response_mask, options.decay, options.style).to(log_prob.dtype)
 
     pg_losses, clipfrac, clipfrac_lower = clipped_surrogate(ratio, advantages, response_mask, config)
     if token_weights is not None:

@@ -156,10 +156,10 @@ class StepReport:
 def response_lengths(data: Any) -> torch.Tensor:
     """Valid response tokens per sample, (bs,) float32; ``response_mask`` may be padded or nested."""
     mask = data["response_mask"]
-    if mask.is_nested:  # jagged: per-row sums from the running sum at the row offsets
-        running = torch.nn.functional.pad(mask.values().float().cumsum(0), (1, 0))
+    if mask.is_nested:  # jagged: per-row sums from the running sum at the row offsets (int64: exact at any size)
+        running = torch.nn.functional.pad(mask.values().long().cumsum(0), (1, 0))
         offsets = mask.offsets()
-        return (running[offsets[1:]] - running[offsets[:-1]]).cpu()
+        return (running[offsets[1:]] - running[offsets[:-1]]).float().cpu()
     return mask.sum(-1).float().cpu()
 
 

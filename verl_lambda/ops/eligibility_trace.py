@@ -166,18 +166,23 @@ def _trace_transposed(g: torch.Tensor, decay: float, style: str) -> torch.Tensor
     return out
 
 
-def trace_mass(response_mask: torch.Tensor, decay: float) -> torch.Tensor:
-    """Each token's share of later traces, ``m_k = sum_{t>=k, t valid} κ**(t-k)``, normalised to mean 1 over the
-    valid tokens of its response (GRPO-λ's ``epsilon-weight`` variant, our reading).
+def trace_mass(response_mask: torch.Tensor, decay: float, style: str = "recent") -> torch.Tensor:
+    """Each token's share of later traces, ``m_k = sum_{t>=k, t valid} w(t, k)`` with the style's trace weights
+    (``κ**(t-k)`` for ``recent``), normalised to mean 1 over the valid tokens of its response (GRPO-λ's
+    ``epsilon-weight`` variant, our reading).
 
     Args:
         response_mask: (bs, T) valid tokens.
         decay: κ in [0, 1].
+        style: ``recent`` or ``both``.
 
     Returns:
         (bs, T) float32 weights, 0 at masked positions.
     """
+    decay = _check_decay(decay)
+    if style not in TRACE_STYLES:
+        raise ValueError(f"style must be one of {list(TRACE_STYLES)}, got {style!r}")
     mask = response_mask.to(torch.float32)
-    mass = decayed_cumsum(mask, decay, reverse=True) * mask
+    mass = _trace_transposed(mask, decay, style).mul_(mask)  # W^T mask: the column sums over valid t
     mean = mass.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
     return torch.where(mean > 0, mass / mean.clamp(min=1e-30), 0.0)

@@ -53,7 +53,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from verl_lambda.reproduce.datasets import ALL_SPECS, gsm8k_final_answer, last_boxed
+from verl_lambda.reproduce.datasets import ALL_SPECS, last_boxed
 
 _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)")
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?")
@@ -120,6 +120,8 @@ def _same_answer_set(pred: str, ground_truth: str, use_math_verify: bool) -> boo
     Tuples and intervals keep their order: they are bracketed, so they are one item here and the graders above
     compare them element-wise.
     """
+    if _as_number(ground_truth) is not None:  # one number, maybe with thousands commas (10,080): not a list
+        return False
     truths, preds = _top_level_items(ground_truth), _top_level_items(pred)
     if len(truths) < 2 or len(truths) != len(preds) or not all(truths) or not all(preds):
         return False
@@ -146,7 +148,9 @@ def check_gsm8k(solution_str: str, ground_truth: str, use_math_verify: bool = Fa
         return check_math(solution_str, ground_truth, use_math_verify)
     from verl.utils.reward_score import gsm8k
 
-    return _result(gsm8k.compute_score(solution_str, ground_truth) == 1.0, gsm8k_final_answer(solution_str))
+    # score and pred from the same extraction (verl's strict "#### N"), so majority votes count only what was scored
+    pred = gsm8k.extract_solution(solution_str)
+    return _result(gsm8k.compute_score(solution_str, ground_truth) == 1.0, pred)
 
 
 CHECKERS: dict[str, Callable[..., dict[str, Any]]] = {"math": check_math, "gsm8k": check_gsm8k}
