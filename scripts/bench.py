@@ -72,7 +72,7 @@ def bench_lambda_grpo_aggregation(quick: bool, rounds: int) -> list[Row]:
     from verl.trainer.ppo import core_algos
 
     from verl_lambda.ops.length_weights import (
-        group_rows,
+        group_table,
         length_preference,
         softmax_inputs,
         weighted_agg_loss,
@@ -85,16 +85,16 @@ def bench_lambda_grpo_aggregation(quick: bool, rounds: int) -> list[Row]:
     loss_mat = torch.randn(bs, length, generator=gen).requires_grad_()
     lengths = torch.randint(1, length + 1, (bs,), generator=gen)
     mask = (torch.arange(length)[None] < lengths[:, None]).float()
-    group_lengths, group_mask, self_index = group_rows(torch.arange(bs) // group, lengths)
-    rows = softmax_inputs(length_preference(group_lengths, group_mask)[0], group_mask)  # once per step
+    group_lengths, group_mask, group_index, self_index = group_table(torch.arange(bs) // group, lengths)
+    groups = softmax_inputs(length_preference(group_lengths, group_mask)[0], group_mask)  # once per step
     lam = torch.tensor(0.5, requires_grad=True)
     verl_agg = core_algos.agg_loss.__wrapped__ if hasattr(core_algos.agg_loss, "__wrapped__") else core_algos.agg_loss
 
     def ours():  # a mini-batch that is one micro-batch: f and df/dλ at the current λ, then the aggregation
-        weights = with_slope(lam, *weights_and_slope(*rows, self_index, lam.item()))
+        weights = with_slope(lam, *weights_and_slope(*groups, group_index, self_index, lam.item()))
         return weighted_agg_loss(loss_mat, mask, weights, "seq-mean-token-mean", global_batch_size=bs)
 
-    value, slope = weights_and_slope(*rows, self_index, lam.item())
+    value, slope = weights_and_slope(*groups, group_index, self_index, lam.item())
 
     def ours_per_micro_batch():  # f and df/dλ come from the mini-batch, as in training
         weights = with_slope(lam, value, slope)
@@ -186,10 +186,10 @@ def bench_actor_update(quick: bool, rounds: int) -> list[Row]:
     """One actor update (verl's FSDP2 engine on CPU, tiny model): lambda_grpo vs seq-mean-token-mean."""
     import tempfile
 
-    from verl_lambda.cpu.harness import ActorHarness, init_process_group, make_batch
+    from verl_lambda.cpu.harness import ActorHarness, free_port, init_process_group, make_batch
     from verl_lambda.toy import build_model
 
-    init_process_group(0, 1)
+    init_process_group(0, 1, free_port())  # its own port: a MASTER_PORT inherited from a caller may be taken
     model_dir = str(build_model(os.path.join(tempfile.mkdtemp(), "model"), size="tiny"))
     groups, length = (4, 16) if quick else (16, 128)
     batch = make_batch(vocab_size=40, n_groups=groups, group_size=8, max_response_len=length, seed=0)

@@ -148,10 +148,26 @@ def test_padding_samples_form_no_group():
     td = batch.to_tensordict()
     tu.assign_non_tensor(td, dummy=0)
     options = lambda_grpo.LambdaGRPOConfig(init=2.0)
-    report = lambda_grpo.attach_group_lengths(td, lambda_grpo.LearnableLambda(options), dp_group=None)
-    assert td[lambda_grpo.GROUP_SIZE_KEY][-2:].squeeze(-1).tolist() == [1.0, 1.0]
-    assert td[lambda_grpo.GROUP_SIZE_KEY][:4].squeeze(-1).tolist() == [3.0, 3.0, 3.0, 1.0]  # group 1 keeps one
+    state = lambda_grpo.LearnableLambda(options)
+    report = lambda_grpo.attach_group_lengths(td, state, dp_group=None)
+    sizes = state.groups[2][td[lambda_grpo.GROUP_INDEX_KEY]]
+    assert sizes[-2:].tolist() == [1.0, 1.0]
+    assert sizes[:4].tolist() == [3.0, 3.0, 3.0, 1.0]  # group 1 keeps one
     assert len(report.weights) == 4
+
+
+def test_h_floored_counts_the_responses_whose_own_h_hit_the_floor():
+    from verl.utils import tensordict_utils as tu
+
+    # r = 2: in the group of lengths [1, 10, 10, 10] only the short response has 1 + r z < 0; in the other, z = 0
+    lengths = torch.tensor([1, 10, 10, 10, 5, 5, 5, 5])
+    batch = make_batch(vocab_size=40, n_groups=2, group_size=4, seed=0, response_lengths=lengths)
+    td = batch.to_tensordict()
+    tu.assign_non_tensor(td, dummy=0)
+    state = lambda_grpo.LearnableLambda(lambda_grpo.LambdaGRPOConfig(r=2.0))
+    report = lambda_grpo.attach_group_lengths(td, state, dp_group=None)
+    assert report.floored == 1
+    assert lambda_grpo.step_metrics(state, report)["lambda_grpo/h_floored"] == 1.0
 
 
 def test_lambda_moves_with_the_length_advantage_correlation(tiny_model_dir):

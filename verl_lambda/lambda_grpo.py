@@ -4,8 +4,9 @@ How a training step flows (the wrappers live in ``verl_lambda.patches``):
 
 1. ``TrainingWorker.train_mini_batch`` receives this rank's share of the step. verl has reordered the batch for load
    balance and split it across data-parallel ranks, so a prompt group (verl's ``uid``) can be spread anywhere.
-   ``attach_group_lengths`` all-gathers (uid, length) over the data-parallel group and gives every sample its
-   complete group (the λ-independent ``ln h`` of each member) as padded per-sample rows that survive any split.
+   ``attach_group_lengths`` all-gathers (uid, length) over the data-parallel group, builds the table of the step's
+   complete groups (the λ-independent ``ln h`` of each member, one padded row per group) and gives every sample its
+   row and position in it, per-sample indices that survive any split.
 2. ``TrainingWorker.train_batch`` (one mini-batch) computes f and its slope df/dλ at the current λ
    (``attach_weights``). For every micro-batch, ``ppo_loss`` hands f to ``agg_loss`` (``length_weighted_loss``),
    which applies it to the policy-gradient term only (entropy and KL keep the unweighted base aggregation); one
@@ -33,7 +34,7 @@ import torch.distributed as dist
 
 from verl_lambda.config import LAMBDA_GRPO_MODE, LambdaGRPOConfig
 from verl_lambda.ops.length_weights import (
-    group_rows,
+    group_table,
     length_preference,
     softmax_inputs,
     weighted_agg_loss,
@@ -43,11 +44,9 @@ from verl_lambda.ops.length_weights import (
 
 logger = logging.getLogger("verl_lambda")
 
-# Per-sample tensors attached to the training batch: for the members of the sample's group, ln h and a mask bias
-# (float64, (bs, G)), the group size (bs, 1) and where the sample itself sits in its row (bs,).
-GROUP_LOG_H_KEY = "lambda_grpo_group_log_h"
-GROUP_BIAS_KEY = "lambda_grpo_group_bias"
-GROUP_SIZE_KEY = "lambda_grpo_group_size"
+# Per-sample tensors attached to the training batch, (bs,) int64: the row of the sample's group in the step's group
+# table (``LearnableLambda.groups``) and the sample's position in that row.
+GROUP_INDEX_KEY = "lambda_grpo_group_index"
 SELF_INDEX_KEY = "lambda_grpo_self_index"
 # Per-sample weight f and slope df/dλ at the current λ, set for each mini-batch (λ moves between mini-batches).
 WEIGHT_KEY = "lambda_grpo_weight"
@@ -74,6 +73,8 @@ class LearnableLambda:
             self.optimizer = optimizer_cls([self.value], lr=options.lr)
         self.step_grads: list[float] = []  # data-parallel averaged dλ of each step since the last report
         self.skipped_steps = 0
+        # The current step's group table over all ranks, (ln h, mask bias, size) of ``softmax_inputs``.
+        self.groups: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def zero_grad(self) -> None:
         self.value.grad = None
@@ -178,8 +179,9 @@ def sample_uids(data: Any) -> list[str]:
 def attach_group_lengths(data: Any, state: LearnableLambda, dp_group: dist.ProcessGroup | None) -> StepReport:
     """Give every sample of this rank the length preferences of its complete group. Collective over ``dp_group``.
 
-    Adds the ``GROUP_*_KEY`` and ``SELF_INDEX_KEY`` tensors to ``data``. Samples of verl's padding (uid ``pad...``)
-    form groups of one, so their weight is 1.
+    Sets ``state.groups`` to the table of the step's groups over all ranks (identical on every rank) and adds
+    ``GROUP_INDEX_KEY`` and ``SELF_INDEX_KEY`` to ``data``. Samples of verl's padding (uid ``pad...``) form groups of
+    one, so their weight is 1.
     """
     uids, lengths = sample_uids(data), response_lengths(data)
     if dist.is_initialized():
@@ -201,16 +203,16 @@ def attach_group_lengths(data: Any, state: LearnableLambda, dp_group: dist.Proce
         ],
         dtype=torch.long,
     )
-    group_lengths, group_mask, self_index = group_rows(group_ids, all_lengths)
+    group_lengths, group_mask, group_index, self_index = group_table(group_ids, all_lengths)
     h, floored = length_preference(group_lengths, group_mask, state.options.r)
-    log_h, bias, size = softmax_inputs(h, group_mask)
+    state.groups = softmax_inputs(h, group_mask)
     mine = slice(offset, offset + len(uids))
-    data[GROUP_LOG_H_KEY], data[GROUP_BIAS_KEY], data[GROUP_SIZE_KEY] = log_h[mine], bias[mine], size[mine]
-    data[SELF_INDEX_KEY] = self_index[mine]
+    data[GROUP_INDEX_KEY], data[SELF_INDEX_KEY] = group_index[mine], self_index[mine]
 
     real = ~torch.tensor(padding, dtype=torch.bool)
-    weights, _ = weights_and_slope(log_h, bias, size, self_index, state.value.item())
-    return StepReport(weights=weights[real], lengths=all_lengths[real], floored=int(floored[real].any(-1).sum()))
+    weights, _ = weights_and_slope(*state.groups, group_index, self_index, state.value.item())
+    floored_samples = floored[group_index, self_index][real]  # responses whose own h hit the floor
+    return StepReport(weights=weights[real], lengths=all_lengths[real], floored=int(floored_samples.sum()))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,11 +245,9 @@ def active_lambda(state: LearnableLambda) -> Iterator[None]:
 
 def attach_weights(data: Any, state: LearnableLambda) -> None:
     """Before a mini-batch: f and df/dλ of its samples at the current λ, so micro-batches need no recomputation."""
-    if GROUP_LOG_H_KEY not in data.keys():
+    if GROUP_INDEX_KEY not in data.keys() or state.groups is None:
         raise RuntimeError("[verl-lambda] the mini-batch lacks the group lengths attached by train_mini_batch")
-    value, slope = weights_and_slope(
-        data[GROUP_LOG_H_KEY], data[GROUP_BIAS_KEY], data[GROUP_SIZE_KEY], data[SELF_INDEX_KEY], state.value.item()
-    )
+    value, slope = weights_and_slope(*state.groups, data[GROUP_INDEX_KEY], data[SELF_INDEX_KEY], state.value.item())
     data[WEIGHT_KEY], data[SLOPE_KEY] = value, slope
 
 

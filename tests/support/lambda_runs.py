@@ -49,11 +49,10 @@ def run(spec: dict, rank: int = 0, world_size: int = 1) -> dict:
                     "lambda_grad": metrics["lambda_grpo/lambda_grad"][0],
                     "uids": list(shard.uids),
                     "lengths": shard.tensors["response_mask"].sum(-1).tolist(),
-                    # f at λ = weights_at from the group rows this rank's loss received
+                    # f at λ = weights_at from the group table and the indices this rank's loss received
                     "weights_seen": weights_and_slope(
-                        td[lambda_grpo.GROUP_LOG_H_KEY],
-                        td[lambda_grpo.GROUP_BIAS_KEY],
-                        td[lambda_grpo.GROUP_SIZE_KEY],
+                        *state.groups,
+                        td[lambda_grpo.GROUP_INDEX_KEY],
                         td[lambda_grpo.SELF_INDEX_KEY],
                         spec.get("weights_at", 1.0),
                     )[0].tolist(),

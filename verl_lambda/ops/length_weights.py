@@ -9,8 +9,9 @@ For one prompt group of G responses with lengths L_i (valid response tokens)::
 λ > 0 shifts weight toward longer responses, λ < 0 toward shorter ones. The weights are differentiable in λ, which
 is how λ is learned.
 
-Groups are handled as padded rows: row ``i`` holds the lengths of every member of sample i's group (``(n, G)`` with
-a mask), so a sample's weight can be computed wherever the sample lands, without its group-mates.
+Groups are handled as a padded table, one row per group (``(n_groups, G)`` with a mask), and every sample carries its
+row and its position in that row: a sample's weight can be computed wherever the sample lands, without its
+group-mates, and the per-λ work is done once per group rather than once per sample.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ LAMBDA_GRPO_BASES = ("seq-mean-token-mean", "token-mean")
 def length_preference(
     group_lengths: torch.Tensor, group_mask: torch.Tensor, r: float = 1.0 / 9.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``h = max(1 + r z, H_FLOOR)`` for every member of every row's group.
+    """``h = max(1 + r z, H_FLOOR)`` for every member of every group (one group per row).
 
     Args:
-        group_lengths: (n, G) lengths of the group members of each row, any value where ``group_mask`` is False.
+        group_lengths: (n, G) lengths of each row's group members, any value where ``group_mask`` is False.
         group_mask: (n, G) bool, True for real members.
         r: slope of the length preference.
 
@@ -49,67 +50,77 @@ def length_preference(
     return h, floored
 
 
-def group_rows(group_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Lay out every sample's group as a padded row.
+def group_table(
+    group_ids: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lay out the batch's groups as a padded table with one row per group.
 
     Args:
         group_ids: (bs,) int64, equal id = same group.
         lengths: (bs,) lengths.
 
     Returns:
-        group_lengths: (bs, G) lengths of the members of each sample's group, G = the largest group size.
-        group_mask: (bs, G) bool.
-        self_index: (bs,) position of the sample itself within its row.
+        group_lengths: (n_groups, G) lengths of each group's members, in sample order; G = the largest group size.
+        group_mask: (n_groups, G) bool.
+        group_index: (bs,) int64 row of each sample's group.
+        self_index: (bs,) int64 position of each sample within its row.
     """
     group_ids = group_ids.long().view(-1)
-    _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
-    order = torch.argsort(inverse, stable=True)  # members of a group become contiguous, in sample order
+    _, group_index, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    order = torch.argsort(group_index, stable=True)  # members of a group become contiguous, in sample order
     starts = torch.cumsum(counts, 0) - counts
     width = int(counts.max()) if len(counts) else 0
     slots = torch.arange(width, device=group_ids.device)
     members = order[(starts[:, None] + slots).clamp(max=len(order) - 1)]  # (n_groups, G) sample indices
-    member_mask = slots < counts[:, None]
-    rank_in_group = torch.empty_like(group_ids)
-    rank_in_group[order] = torch.arange(len(order), device=group_ids.device) - starts[inverse[order]]
-    group_lengths = torch.where(member_mask, lengths.view(-1)[members], 0)
-    return group_lengths[inverse], member_mask[inverse], rank_in_group
+    group_mask = slots < counts[:, None]
+    self_index = torch.empty_like(group_ids)
+    self_index[order] = torch.arange(len(order), device=group_ids.device) - starts[group_index[order]]
+    group_lengths = torch.where(group_mask, lengths.view(-1)[members], 0)
+    return group_lengths, group_mask, group_index, self_index
 
 
 def softmax_inputs(h: torch.Tensor, group_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The λ-independent parts of the weights, computed once per step: ``(ln h, mask bias, group size)``.
 
     Args:
-        h: (n, G) positive length preferences of each row's group members.
-        group_mask: (n, G) bool, True for real members.
+        h: (n_groups, G) positive length preferences of each group's members.
+        group_mask: (n_groups, G) bool, True for real members.
 
     Returns:
-        log_h: (n, G) float64, 0 at masked positions; bias: (n, G) float64, 0 for members and -inf elsewhere;
-        size: (n, 1) float64 group sizes.
+        log_h: (n_groups, G) float64, 0 at masked positions; bias: (n_groups, G) float64, 0 for members and -inf
+        elsewhere; size: (n_groups,) float64 group sizes.
     """
     mask = group_mask.bool()
     log_h = torch.log(h.to(torch.float64)).masked_fill(~mask, 0.0)
     bias = torch.zeros_like(log_h).masked_fill(~mask, float("-inf"))
-    return log_h, bias, mask.sum(-1, keepdim=True).to(torch.float64)
+    return log_h, bias, mask.sum(-1).to(torch.float64)
 
 
 @torch.no_grad()
 def weights_and_slope(
-    log_h: torch.Tensor, bias: torch.Tensor, size: torch.Tensor, self_index: torch.Tensor, lam: float
+    log_h: torch.Tensor,
+    bias: torch.Tensor,
+    size: torch.Tensor,
+    group_index: torch.Tensor,
+    self_index: torch.Tensor,
+    lam: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``f = G softmax(h ** λ)`` of each row's own sample, and its slope ``d f / d λ``, both (n,) float32.
+    """``f = G softmax(h ** λ)`` of each sample, and its slope ``d f / d λ``, both (bs,) float32.
 
     The slope is the spec's analytic gradient ``G p_i (a_i - sum_j p_j a_j)`` with ``p = softmax(h ** λ)`` and
     ``a_j = h_j ** λ ln h_j``. Computed in float64, so ``h ** λ`` stays finite for ``|λ ln h| < 709`` and a large
-    ``|λ|`` saturates the softmax instead of producing NaN. The inputs are those of ``softmax_inputs``, and
-    ``self_index`` (n,) is the position of the row's own sample in its row.
+    ``|λ|`` saturates the softmax instead of producing NaN. ``log_h``, ``bias`` and ``size`` are the group table of
+    ``softmax_inputs``; ``group_index`` and ``self_index`` (bs,) locate each sample in it (``group_table``).
     """
     g = torch.exp(log_h * lam)  # h ** λ
     probs = torch.softmax(g + bias, dim=-1)
     a = g * log_h  # d (h ** λ) / dλ
-    own = self_index.long().view(-1, 1)
-    weight = size * probs.gather(-1, own)
-    slope = weight * (a.gather(-1, own) - (probs * a).sum(-1, keepdim=True))
-    return weight.squeeze(-1).float(), slope.squeeze(-1).float()
+    expected_a = (probs * a).sum(-1)
+    group_index = group_index.long().view(-1)
+    own = group_index * log_h.shape[-1] + self_index.long().view(-1)  # flat position of each sample in the table
+    weight = size[group_index] * probs.view(-1)[own]
+    slope = weight * (a.view(-1)[own] - expected_a[group_index])
+    return weight.float(), slope.float()
 
 
 class _KnownSlope(torch.autograd.Function):
@@ -134,15 +145,6 @@ def with_slope(lam: torch.Tensor | float, value: torch.Tensor, slope: torch.Tens
     return _KnownSlope.apply(lam, value, slope.to(value.device))
 
 
-def row_weights(
-    h: torch.Tensor, group_mask: torch.Tensor, self_index: torch.Tensor, lam: torch.Tensor | float
-) -> torch.Tensor:
-    """The weight f of each row's own sample, shape (n,), differentiable in ``lam``."""
-    lam_value = lam.item() if isinstance(lam, torch.Tensor) else float(lam)
-    value, slope = weights_and_slope(*softmax_inputs(h, group_mask), self_index, lam_value)
-    return with_slope(lam, value, slope)
-
-
 def length_weights(
     lengths: torch.Tensor, group_ids: torch.Tensor, lam: torch.Tensor | float, r: float = 1.0 / 9.0
 ) -> torch.Tensor:
@@ -157,9 +159,11 @@ def length_weights(
     Returns:
         f: (bs,) float32, summing to G within each group; 1 for groups of one or of equal lengths, and for λ = 0.
     """
-    group_lengths, group_mask, self_index = group_rows(group_ids, lengths)
+    group_lengths, group_mask, group_index, self_index = group_table(group_ids, lengths)
     h, _ = length_preference(group_lengths, group_mask, r)
-    return row_weights(h, group_mask, self_index, lam)
+    lam_value = lam.item() if isinstance(lam, torch.Tensor) else float(lam)
+    value, slope = weights_and_slope(*softmax_inputs(h, group_mask), group_index, self_index, lam_value)
+    return with_slope(lam, value, slope)
 
 
 def weighted_agg_loss(
