@@ -14,7 +14,14 @@ def test_bench_quick_reports_every_case():
     result = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=360)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "case" not in line]
-    cases = ["λ-GRPO aggregation", "actor update step", "GRPO-λ loss fwd+bwd (recent)", "(both)", "O(T) scan vs dense"]
+    cases = [
+        "λ-GRPO aggregation",
+        "actor update step",
+        "GRPO-λ loss fwd+bwd (recent)",
+        "(both)",
+        "weights built per call",
+        "weights built once",
+    ]
     for case in cases:
         assert any(case in row for row in rows), (case, result.stdout)
     for row in rows:
