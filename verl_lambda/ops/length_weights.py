@@ -116,8 +116,9 @@ def weights_and_slope(
     probs = torch.softmax(g + bias, dim=-1)
     a = g * log_h  # d (h ** λ) / dλ
     expected_a = (probs * a).sum(-1)
-    group_index = group_index.long().view(-1)
-    own = group_index * log_h.shape[-1] + self_index.long().view(-1)  # flat position of each sample in the table
+    # the indices travel with the batch and may sit on another device than the step's table
+    group_index = group_index.to(log_h.device, torch.long).view(-1)
+    own = group_index * log_h.shape[-1] + self_index.to(log_h.device, torch.long).view(-1)  # flat position in table
     weight = size[group_index] * probs.view(-1)[own]
     slope = weight * (a.view(-1)[own] - expected_a[group_index])
     return weight.float(), slope.float()
