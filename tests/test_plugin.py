@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from verl_lambda import patches
+from verl_lambda import hooks, patches
 
 
 def run_python(code: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -102,18 +102,18 @@ def test_broken_registration_is_reported_loudly():
 
 
 def test_version_guard_message():
-    with pytest.raises(patches.UnsupportedVerlVersion) as info:
-        patches.check_verl_version("0.8.0")
+    with pytest.raises(hooks.UnsupportedVerlVersion) as info:
+        hooks.check_verl_version("0.8.0")
     message = str(info.value)
     assert "supports verl 0.9.1" in message and "installed verl is 0.8.0" in message
-    assert patches.check_verl_version("0.9.1") == "0.9.1"
+    assert hooks.check_verl_version("0.9.1") == "0.9.1"
 
 
 def test_unsupported_verl_version_applies_no_patch_and_names_the_versions():
     result = run_python(
         """
-        from verl_lambda import patches
-        patches.SUPPORTED_VERL_VERSIONS = ("0.0.1",)   # pretend the installed verl is not supported
+        from verl_lambda import hooks
+        hooks.SUPPORTED_VERL_VERSIONS = ("0.0.1",)   # pretend the installed verl is not supported
         import verl
         from verl.trainer.ppo import core_algos
         assert not hasattr(core_algos.agg_loss, "__wrapped__")      # nothing was patched
@@ -138,13 +138,13 @@ def test_patches_are_idempotent():
     from verl.workers.config import actor
 
     wrapped = core_algos.agg_loss
-    patches.apply()
+    hooks.apply()
     patches.patch_core_algos(core_algos)
     patches.patch_actor_config(actor)
     patches.patch_engine_workers(engine_workers)
     assert core_algos.agg_loss is wrapped
-    assert getattr(actor.FSDPActorConfig.__init__, patches._MARK) == ("_init_accepting_options.<locals>.make",)
-    assert len(getattr(engine_workers.TrainingWorker.train_batch, patches._MARK)) == 1
+    assert hooks.wrapped_by(actor.FSDPActorConfig.__init__) == ("_init_accepting_options.<locals>.make",)
+    assert len(hooks.wrapped_by(engine_workers.TrainingWorker.train_batch)) == 1
     assert hasattr(engine_workers.TrainingWorker.train_batch, "attrs_3141562937")  # verl's dispatch info kept
 
 

@@ -17,9 +17,9 @@ LOAD_ERROR: BaseException | None = None
 def load() -> None:
     """Apply verl-lambda's patches; on failure, log it and guard our modes. Idempotent, never raises."""
     try:
-        from verl_lambda import patches
+        from verl_lambda import hooks
 
-        patches.apply()
+        hooks.apply()
     except Exception as exc:  # any failure must be reported here, verl would swallow it
         report_failure(exc)
 
@@ -31,9 +31,9 @@ def report_failure(exc: BaseException) -> None:
         LOAD_ERROR = exc
     logger.error("verl-lambda failed to load, its modes are unavailable: %s", exc, exc_info=exc)
     try:
-        from verl_lambda import patches
+        from verl_lambda import hooks
 
-        patches.install_mode_guard(exc)
+        hooks.install_mode_guard(exc)
     except Exception:  # the ERROR above stays the report of last resort
         logger.error("verl-lambda could not install its mode guard either", exc_info=True)
 

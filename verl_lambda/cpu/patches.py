@@ -1,0 +1,100 @@
+"""The CPU backend's patches of verl: the ``cpu`` platform, gloo, verl's FSDP engines on CPU, the ``hf`` rollout.
+
+None of them concerns the two algorithms; they exist so that verl's own trainers, engines and rollouts run on a
+machine without a GPU. Each is a small named wrapper installed by ``verl_lambda.hooks`` behind the same version guard
+as the algorithms' patches, and each acts only when the ``cpu`` platform (``VERL_PLATFORM=cpu``) or the ``hf``
+rollout is selected: on GPUs verl's behaviour is unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from types import ModuleType
+
+from verl_lambda.hooks import wrap, wrap_function
+
+
+def register_cpu_platform() -> None:
+    from verl.plugin.platform import PlatformRegistry
+
+    from verl_lambda.cpu.platform import PLATFORM_NAME, PlatformCPU
+
+    if PlatformRegistry.get(PLATFORM_NAME) is not PlatformCPU:
+        PlatformRegistry.register(platform=PLATFORM_NAME)(PlatformCPU)
+
+
+def cpu_platform_selected() -> bool:
+    if os.environ.get("VERL_PLATFORM", "").strip().lower() != "cpu":
+        return False
+    from verl_lambda.cpu.platform import is_cpu_platform_selected
+
+    return is_cpu_platform_selected()
+
+
+def _process_group_on_gloo(original: Callable) -> Callable:
+    def initialize_global_process_group_ray(timeout_second=None, backend=None):
+        # verl builds "cpu:gloo,<device>:<backend>", which torch rejects when the device is the CPU itself.
+        if backend is None and cpu_platform_selected():
+            backend = "gloo"
+        return original(timeout_second=timeout_second, backend=backend)
+
+    return initialize_global_process_group_ray
+
+
+def patch_distributed(module: ModuleType) -> None:
+    """``verl.utils.distributed``: a gloo-only process group on the cpu platform."""
+    wrap_function(module, "initialize_global_process_group_ray", _process_group_on_gloo)
+
+
+def _offload_policy_without_pinning(original: Callable) -> Callable:
+    def CPUOffloadPolicy(*args, **kwargs):  # stands in for the class of the same name
+        # verl gives forward-only models (the reference) pinned CPU offload; pinning needs an accelerator, and
+        # offloading to the CPU is a no-op when the device is the CPU.
+        if cpu_platform_selected():
+            kwargs["pin_memory"] = False
+        return original(*args, **kwargs)
+
+    return CPUOffloadPolicy
+
+
+def patch_fsdp_engines(module: ModuleType) -> None:
+    """``verl.workers.engine.fsdp.transformer_impl``: make verl's FSDP engines selectable on the cpu platform, and
+    let their reference models build there."""
+    from verl.workers.engine.base import EngineRegistry
+
+    wrap(module, "CPUOffloadPolicy", _offload_policy_without_pinning)
+
+    for model_type, engine_cls in (
+        ("language_model", module.FSDPEngineWithLMHead),
+        ("value_model", module.FSDPEngineWithValueHead),
+    ):
+        registry = EngineRegistry._engines.get(model_type, {})
+        missing = [backend for backend in ("fsdp", "fsdp2") if "cpu" not in registry.get(backend, {})]
+        if missing:
+            EngineRegistry.register(model_type=model_type, backend=missing, device="cpu")(engine_cls)
+
+
+def patch_rollout_registry(module: ModuleType) -> None:
+    """``verl.workers.rollout.base``: the ``hf`` rollout's trainer-side adapter."""
+    module._ROLLOUT_REGISTRY.setdefault(("hf", "async"), "verl_lambda.cpu.hf_rollout.HFServerAdapter")
+
+
+def _load_hf_replica() -> type:
+    from verl_lambda.cpu.hf_rollout import HFReplica
+
+    return HFReplica
+
+
+def patch_replica_registry(module: ModuleType) -> None:
+    """``verl.workers.rollout.replica``: the ``hf`` rollout's server replica."""
+    if "hf" not in module.RolloutReplicaRegistry._registry:
+        module.RolloutReplicaRegistry.register("hf", _load_hf_replica)
+
+
+PATCHES: dict[str, Callable[[ModuleType], None]] = {
+    "verl.utils.distributed": patch_distributed,
+    "verl.workers.engine.fsdp.transformer_impl": patch_fsdp_engines,
+    "verl.workers.rollout.base": patch_rollout_registry,
+    "verl.workers.rollout.replica": patch_replica_registry,
+}

@@ -1,0 +1,219 @@
+"""How verl-lambda attaches to verl: post-import hooks, named wrappers, the version guard and the failure guard.
+
+The wrappers themselves live in two modules, so that a reader sees at a glance which exist for the methods and which
+only make CPU runs possible:
+
+- ``verl_lambda.patches``: the two algorithms (``loss_agg_mode=lambda_grpo``, ``policy_loss.loss_mode=grpo_lambda``);
+- ``verl_lambda.cpu.patches``: the CPU backend (the ``cpu`` platform, gloo, the FSDP engines on CPU, the ``hf``
+  rollout).
+
+Each wrapper is installed as a post-import hook when the verl module it concerns is imported, so loading the plugin
+costs nothing in processes that never import those modules (vLLM workers, reward workers), and is applied
+idempotently. ``apply`` checks the installed verl before any patch. This module imports nothing else of the package
+at import time: it must stay importable, to report a failure, even when the rest of the package is broken.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.abc
+import importlib.machinery
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+logger = logging.getLogger("verl_lambda")
+
+# Spelled out rather than imported, for the failure guard; verl_lambda.config defines the same names.
+LAMBDA_GRPO_MODE = "lambda_grpo"
+GRPO_LAMBDA_MODE = "grpo_lambda"
+
+SUPPORTED_VERL_VERSIONS = ("0.9.1",)
+MARK = "__verl_lambda_wrapper__"
+
+
+class UnsupportedVerlVersion(RuntimeError):
+    pass
+
+
+def check_verl_version(version: str | None = None) -> str:
+    """Fail with the supported versions unless ``version`` (default: the installed verl's) is one of them."""
+    if version is None:
+        import verl
+
+        version = getattr(verl, "__version__", "unknown")
+    if version not in SUPPORTED_VERL_VERSIONS:
+        raise UnsupportedVerlVersion(
+            f"verl-lambda supports verl {', '.join(SUPPORTED_VERL_VERSIONS)}; the installed verl is {version}. "
+            f"Install a supported verl (pip install 'verl[verl-core]=={SUPPORTED_VERL_VERSIONS[-1]}') or a "
+            "verl-lambda release made for your verl version."
+        )
+    return version
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Post-import hooks.
+# ----------------------------------------------------------------------------------------------------------------
+
+_HOOKS: dict[str, list[Callable[[ModuleType], None]]] = {}
+_HOOK_LOCK = threading.RLock()
+
+
+class _HookedLoader(importlib.abc.Loader):
+    """Runs the registered hooks right after the real loader has executed the module."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        _run_hooks(module.__name__, module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_filename, ... for tools that inspect loaders
+        return getattr(self._loader, name)
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname: str, path: Any, target: ModuleType | None = None):
+        if fullname not in _HOOKS:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and not isinstance(spec.loader, _HookedLoader):
+                    spec.loader = _HookedLoader(spec.loader)
+                return spec
+        return None
+
+
+_FINDER = _PostImportFinder()
+
+
+def _run_hooks(name: str, module: ModuleType) -> None:
+    with _HOOK_LOCK:
+        hooks = _HOOKS.pop(name, [])
+    for hook in hooks:
+        _run_hook(hook, module)
+
+
+def _run_hook(hook: Callable[[ModuleType], None], module: ModuleType) -> None:
+    """A failing patch must neither break verl's own modes nor pass silently: report it and guard our modes."""
+    try:
+        hook(module)
+    except Exception as exc:
+        from verl_lambda import plugin
+
+        plugin.report_failure(RuntimeError(f"patching {module.__name__} with {hook.__name__} failed: {exc!r}"))
+
+
+def when_imported(name: str, hook: Callable[[ModuleType], None]) -> None:
+    """Call ``hook(module)`` once ``name`` is imported: now if it already is, else right after its import."""
+    with _HOOK_LOCK:
+        if name not in sys.modules:
+            _HOOKS.setdefault(name, []).append(hook)
+            if _FINDER not in sys.meta_path:
+                sys.meta_path.insert(0, _FINDER)
+            return
+    _run_hook(hook, sys.modules[name])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Wrapping.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def wrap(owner: Any, name: str, make_wrapper: Callable[[Callable], Callable]) -> None:
+    """Replace ``owner.name`` with ``make_wrapper(original)`` once; keeps verl's decorator attributes."""
+    original = getattr(owner, name)
+    # update_wrapper copies __dict__, so a wrapper's mark lists every wrapper of ours below it too.
+    marks = getattr(original, MARK, ())
+    if make_wrapper.__qualname__ in marks:
+        return
+    wrapper = functools.update_wrapper(make_wrapper(original), original)
+    setattr(wrapper, MARK, (*marks, make_wrapper.__qualname__))
+    setattr(owner, name, wrapper)
+
+
+def rebind(original: Any, replacement: Any) -> None:
+    """Point every verl module that imported ``original`` by name (``from m import f``) at ``replacement``."""
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not module_name.startswith("verl."):
+            continue
+        for attr, value in list(vars(module).items()):
+            if value is original:
+                setattr(module, attr, replacement)
+
+
+def wrap_function(module: ModuleType, name: str, make_wrapper: Callable[[Callable], Callable]) -> None:
+    """``wrap`` for a module-level function, re-binding the names other verl modules imported it under."""
+    original = getattr(module, name)
+    wrap(module, name, make_wrapper)
+    if getattr(module, name) is not original:
+        rebind(original, getattr(module, name))
+
+
+def wrapped_by(obj: Any) -> tuple[str, ...]:
+    """The wrappers of ours around ``obj``, innermost first (for tests and diagnostics)."""
+    return getattr(obj, MARK, ())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Failure path: when the plugin could not load, selecting one of its modes names the reason.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _init_refusing_our_modes(reason: BaseException) -> Callable[[Callable], Callable]:
+    def make(original_init: Callable) -> Callable:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            ours = {"loss_agg_mode": LAMBDA_GRPO_MODE, "loss_mode": GRPO_LAMBDA_MODE}
+            if any(kwargs.get(key) == mode for key, mode in ours.items()) or {"lambda_grpo", "grpo_lambda"} & set(
+                kwargs
+            ):
+                raise RuntimeError(
+                    f"verl-lambda is installed but failed to load, so its modes are unavailable: {reason}"
+                )
+            original_init(self, *args, **kwargs)
+
+        return __init__
+
+    return make
+
+
+def install_mode_guard(reason: BaseException) -> None:
+    """After a failed load: ``lambda_grpo`` / ``grpo_lambda`` and their options raise ``reason``, naming verl-lambda."""
+
+    def guard(module: ModuleType) -> None:
+        classes = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, module.ActorConfig)]
+        for cls in dict.fromkeys([module.ActorConfig, module.PolicyLossConfig, *classes]):
+            wrap(cls, "__init__", _init_refusing_our_modes(reason))
+
+    when_imported("verl.workers.config.actor", guard)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+_APPLIED = False
+
+
+def apply() -> None:
+    """Check the verl version, then install every patch (each runs when its module is imported). Idempotent."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    check_verl_version()
+    from verl_lambda import patches
+    from verl_lambda.cpu import patches as cpu_patches
+
+    cpu_patches.register_cpu_platform()
+    for table in (patches.PATCHES, cpu_patches.PATCHES):
+        for module_name, patch in table.items():
+            when_imported(module_name, patch)
+    _APPLIED = True
