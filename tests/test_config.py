@@ -67,6 +67,18 @@ def test_options_reach_the_actor_config(tiny_model_dir):
         (f"{TRACE}.variant=ppo", "policy_loss.grpo_lambda.variant must be one of ['epsilon-trace', 'epsilon-weight']"),
         (f"{TRACE}.neg_adv_clamp=0.5", "policy_loss.grpo_lambda.neg_adv_clamp must be a number <= 0 or null"),
         (f"{TRACE}.lambda=0.5", "policy_loss.grpo_lambda.lambda is not an option. Allowed keys: gamma, lam"),
+        # wrong types: a value where a group belongs, words or lists where numbers belong
+        (
+            f"+{ACTOR}.lambda_grpo=0.5",
+            "lambda_grpo must be a group of options, e.g. +actor_rollout_ref.actor.lambda_grpo.",
+        ),
+        (f"+{ACTOR}.policy_loss.grpo_lambda=0.9", "policy_loss.grpo_lambda must be a group of options, e.g."),
+        (f"{LAMBDA}.lr=fast", "lambda_grpo.lr must be a number >= 0, got 'fast'"),
+        (f"{LAMBDA}.init=[1]", "lambda_grpo.init must be a finite number, got [1]"),
+        (f"{LAMBDA}.min=low", "lambda_grpo.min must be a finite number or null, got 'low'"),
+        (f"{LAMBDA}.r=true", "lambda_grpo.r must be a number > 0, got True"),
+        (f"{TRACE}.gamma=high", "policy_loss.grpo_lambda.gamma must be a number in [0, 1], got 'high'"),
+        (f"{TRACE}.neg_adv_clamp=[0]", "policy_loss.grpo_lambda.neg_adv_clamp must be a number <= 0 or null"),
     ],
 )
 def test_bad_values_name_their_key(tiny_model_dir, override, message):
@@ -95,7 +107,14 @@ def test_megatron_is_refused_at_config_time():
 
 
 @pytest.mark.timeout(300)
-def test_the_driver_rejects_a_bad_value_before_starting_anything(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (f"{LAMBDA}.r=-1", "actor_rollout_ref.actor.lambda_grpo.r must be a number > 0, got -1"),
+        (f"+{ACTOR}.lambda_grpo=0.5", "actor_rollout_ref.actor.lambda_grpo must be a group of options"),
+    ],
+)
+def test_the_driver_rejects_a_bad_value_before_starting_anything(tiny_model_dir, tmp_path, override, message):
     result = subprocess.run(
         [
             sys.executable,
@@ -103,7 +122,7 @@ def test_the_driver_rejects_a_bad_value_before_starting_anything(tiny_model_dir,
             "verl.trainer.main_ppo",
             f"actor_rollout_ref.model.path={tiny_model_dir}",
             f"{ACTOR}.loss_agg_mode=lambda_grpo",
-            f"{LAMBDA}.r=-1",
+            override,
             "trainer.n_gpus_per_node=1",
             f"{ACTOR}.ppo_micro_batch_size_per_gpu=2",
             "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
@@ -116,5 +135,5 @@ def test_the_driver_rejects_a_bad_value_before_starting_anything(tiny_model_dir,
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "[verl-lambda] actor_rollout_ref.actor.lambda_grpo.r must be a number > 0, got -1" in output
+    assert "[verl-lambda] " + message in output
     assert "ray init kwargs" not in output  # failed in validate_config, before Ray or any worker started

@@ -118,3 +118,22 @@ def test_grpo_lambda_trains(tmp_path, trainer):
         assert 0.0 <= r["actor/grpo_lambda/clamped_adv_frac"] <= 1.0
         assert math.isfinite(r["actor/grpo_lambda/trace_mean"])
         assert 0.0 < r["actor/grpo_lambda/trace_max"] < 20.0
+
+
+def test_lambda_grpo_uses_true_lengths_under_rollout_rejection_v1(tmp_path):
+    """verl's rollout correction rejects every token here (a ratio band the rollout cannot meet), so the response
+    masks the actor receives are empty. λ-GRPO's group statistics must still see the generated lengths: through
+    the V1 trainer's store, the weights at λ = 1 vary with length as without rejection."""
+    records = train(
+        tmp_path,
+        "lambda_grpo",
+        1,
+        "v1",
+        "algorithm.rollout_correction.rollout_rs=token_k1",
+        "algorithm.rollout_correction.rollout_rs_threshold=1.5_2.0",
+        "+actor_rollout_ref.actor.lambda_grpo.init=1.0",
+    )
+    (record,) = records
+    assert record["rollout_corr/rollout_rs_masked_fraction"] == 1.0
+    assert record["actor/lambda_grpo/weight_max"] > 1.0 > record["actor/lambda_grpo/weight_min"]
+    assert record["actor/lambda_grpo/weight_length_corr"] > 0.5

@@ -79,6 +79,34 @@ def test_masked_stretch_still_counts_as_distance():
     torch.testing.assert_close(e, torch.tensor([[1.0, 0, 0, 0.125, 0.0625, 0.03125]]))
 
 
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("decay", [0.0, 0.7, 1.0])
+@pytest.mark.parametrize("length", [9, 300])  # the direct matmul and the chunked scan
+def test_non_finite_values_at_masked_positions_contribute_nothing(style, decay, length):
+    """Spec §6: whatever a masked position holds (inf, -inf, NaN), the trace and its gradient are those of a 0."""
+    mask = masks(4, length, seed=length)
+    clean = torch.randn(4, length, generator=torch.Generator().manual_seed(1)) * 0.1
+    dirty = clean.clone()
+    hidden = (mask == 0).nonzero()
+    for i, (row, col) in enumerate(hidden.tolist()):
+        dirty[row, col] = (float("inf"), float("-inf"), float("nan"))[i % 3]
+    upstream = torch.randn(4, length, generator=torch.Generator().manual_seed(2))
+    upstream[mask == 0] = float("nan")  # a loss may also send anything back through masked positions
+    results = []
+    for d in (clean.where(mask.bool(), 0.0), dirty):
+        d = d.clone().requires_grad_()
+        e = verl_lambda.traced_log_ratio(d, mask, decay, style)
+        (e * upstream.nan_to_num(0.0)).sum().backward()  # the clean reference
+        results.append((e.detach(), d.grad))
+        d.grad = None
+        verl_lambda.traced_log_ratio(d, mask, decay, style).backward(upstream)
+        results.append((None, d.grad))
+    (e_clean, g_clean), (_, g_clean_nan), (e_dirty, g_dirty), (_, g_dirty_nan) = results
+    assert torch.isfinite(e_dirty).all() and torch.equal(e_dirty, e_clean)
+    assert torch.equal(g_dirty, g_clean) and torch.equal(g_dirty_nan, g_clean) and torch.equal(g_clean_nan, g_clean)
+    assert torch.all(g_dirty[mask == 0] == 0)
+
+
 @pytest.mark.parametrize("decay", [0.999, 1.0])
 def test_float32_is_stable_at_32k_tokens(decay):
     length = 32768
@@ -133,3 +161,17 @@ def test_trace_mass_is_the_column_sums_of_the_trace_weights(style):
     torch.testing.assert_close(trace_mass(mask, 0.8, style), expected)
     if style == "both":  # the style changes the weights (early tokens keep κ**k)
         assert not torch.allclose(trace_mass(mask, 0.8, "both"), trace_mass(mask, 0.8, "recent"))
+
+
+def test_cached_decay_tables_stay_bounded_when_the_length_changes_every_call():
+    """V1's nested micro-batches give every call its own T; the short-scan matrices (T x T) must not pile up."""
+    from verl_lambda.ops import eligibility_trace
+
+    eligibility_trace._CACHE.clear()
+    gen = torch.Generator().manual_seed(0)
+    for length in range(1200, 2049, 16):  # one row: the direct T x T path, 5.8-16 MiB per matrix in float32
+        d = torch.randn(1, length, generator=gen) * 0.1
+        e = verl_lambda.traced_log_ratio(d, torch.ones(1, length), 0.9)
+        assert eligibility_trace._CACHE.size <= eligibility_trace.CACHE_BYTES
+    torch.testing.assert_close(e.double(), recurrence(d, torch.ones(1, length), 0.9), rtol=1e-5, atol=1e-5)
+    assert eligibility_trace._CACHE.size > 0

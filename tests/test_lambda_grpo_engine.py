@@ -211,3 +211,51 @@ def test_response_lengths_of_padded_and_jagged_masks():
     padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
     for mask in (jagged, padded):
         assert lambda_grpo.response_lengths({"response_mask": mask}).tolist() == [3.0, 1.0, 1.0]
+
+
+def test_every_rank_resumes_rank0s_lambda_from_node_local_checkpoint_folders(tiny_model_dir, tmp_path):
+    """Each rank saves to and loads from its own folder (node-local disks): only rank 0's folder holds λ's file, and
+    after the resume both ranks hold rank 0's λ and optimizer state bit for bit."""
+    overrides = [f"{MODE}=lambda_grpo", f"{MICRO}=2", "+actor_rollout_ref.actor.lambda_grpo.lr=0.05"]
+    run_spec = spec(tiny_model_dir, overrides, steps=2, shuffle_seed=7, checkpoint_root=str(tmp_path))
+    rank0, rank1 = _launch_ranks(run_spec, 2)
+    assert lambda_grpo.CHECKPOINT_FILE in rank0["files"] and lambda_grpo.CHECKPOINT_FILE not in rank1["files"]
+    assert rank0["saved"] == rank1["saved"]  # the ranks agreed before the save
+    assert float.fromhex(rank0["saved"]["lambda"]) != 0.0 and rank0["saved"]["exp_avg"] != ["0x0.0p+0"]
+    assert rank0["loaded"] == rank0["saved"]
+    assert rank1["loaded"] == rank0["saved"]
+
+
+def _fp16_update(model_dir, init_scale):
+    """One update of verl's FSDP2 engine with fp16 parameters and, unless ``init_scale`` is None, a real
+    ``ShardedGradScaler`` as verl's engine builds on GPUs (verl's own is disabled on a CPU, so it is swapped in)."""
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+    overrides = [
+        f"{MODE}=lambda_grpo",
+        "++actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp16",
+        "+actor_rollout_ref.actor.lambda_grpo.init=0.5",
+        "+actor_rollout_ref.actor.lambda_grpo.optimizer=sgd",
+    ]
+    harness = ActorHarness(model_dir, overrides)
+    engine = harness.training_worker.engine
+    engine.scaler = None if init_scale is None else ShardedGradScaler(device="cpu", init_scale=init_scale)
+    batch = make_batch(vocab_size=40, seed=1, **BATCH)
+    before = harness.flat_params()
+    metrics = harness.update(batch, global_batch_size=16)
+    return metrics, harness.flat_params() - before, engine.scaler
+
+
+def test_fp16_loss_scale_is_removed_from_lambdas_gradient_and_lambda_skips_with_the_model(tiny_model_dir):
+    plain, plain_change, _ = _fp16_update(tiny_model_dir, None)
+    scaled, scaled_change, scaler = _fp16_update(tiny_model_dir, 2.0**16)
+    assert scaler.get_scale() == 2.0**16  # a good step: the scale did not back off
+    assert plain["lambda_grpo/lambda_grad"][0] != 0.0
+    # a power-of-two scale is exact in float32: the unscaled dλ and the SGD step are the unscaled run's, exactly
+    assert scaled["lambda_grpo/lambda_grad"] == plain["lambda_grpo/lambda_grad"]
+    assert scaled["lambda_grpo/lambda"] == plain["lambda_grpo/lambda"] != [0.5]
+    assert scaled_change.abs().max() > 0 and plain_change.abs().max() > 0  # both models stepped
+    # a scale so large that fp16 gradients overflow: the scaler skips the model's step, and λ must skip it too
+    skipped, skipped_change, scaler = _fp16_update(tiny_model_dir, 2.0**100)
+    assert scaler.get_scale() == 2.0**99 and torch.all(skipped_change == 0)
+    assert skipped["lambda_grpo/lambda"] == [0.5] and skipped["lambda_grpo/skipped_steps"] == [1.0]

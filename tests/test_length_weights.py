@@ -3,7 +3,7 @@ and verl's own aggregation."""
 
 import pytest
 import torch
-from length_reference import reference_dweights_dlam, reference_weights
+from length_reference import precise_weights_and_slopes, reference_dweights_dlam, reference_weights
 from verl.trainer.ppo import core_algos
 
 import verl_lambda
@@ -137,3 +137,35 @@ def test_microbatch_split_sums_to_the_whole():
             weighted_agg_loss(loss_mat[i : i + 4], mask[i : i + 4], f[i : i + 4], base, **kw) for i in range(0, 16, 4)
         )
         assert parts.item() == pytest.approx(whole.item(), rel=1e-6)
+
+
+EXTREME_LAMBDAS = [-1e300, -1e6, -1e3, -200.0, -50.0, -1.0, 0.0, 1e-300, 1.0, 37.0, 200.0, 1e3, 1e6, 1e300]
+
+
+@pytest.mark.parametrize("r", [1.0 / 9.0, 1.0, 100.0, 1e10, 1e300])
+def test_finite_and_summing_to_g_for_every_finite_lambda_and_r(r):
+    """Spec §6: finite weights summing to G and a finite slope, whatever λ and r (h floored, ties at the maximum)."""
+    groups = [FIXTURE, torch.tensor([1000] * 199 + [10]), torch.tensor([5, 5, 9, 9, 1, 1]), torch.tensor([7])]
+    lengths = torch.cat(groups)
+    ids = torch.cat([torch.full((len(g),), i) for i, g in enumerate(groups)])
+    for lam in EXTREME_LAMBDAS:
+        lam_t = torch.tensor(lam, dtype=torch.float64, requires_grad=True)
+        f = verl_lambda.length_weights(lengths, ids, lam_t)
+        assert torch.isfinite(f).all(), (lam, r)
+        for i, group in enumerate(groups):
+            assert f[ids == i].sum().item() == pytest.approx(len(group), rel=1e-5), (lam, r, i)
+        slopes = [torch.autograd.grad(f[i], lam_t, retain_graph=True)[0] for i in (0, 7, 8, len(lengths) - 1)]
+        assert all(torch.isfinite(g) for g in slopes), (lam, r)
+
+
+@pytest.mark.parametrize("lam", [-300.0, -40.0, -5.0, -0.25, 0.7, 6.0, 30.0, 90.0])
+def test_saturating_softmax_matches_high_precision_arithmetic(lam):
+    """Near and in saturation (h ** λ up to e**300) the weights and the slope still match a 400-digit reference."""
+    lengths = torch.tensor([300, 420, 500, 500, 560, 610, 700, 820, 1100, 4000])
+    for r in (1.0 / 9.0, 1.0):
+        want_f, want_slope = precise_weights_and_slopes(lengths.tolist(), lam, r)
+        lam_t = torch.tensor(lam, dtype=torch.float64, requires_grad=True)
+        f = verl_lambda.length_weights(lengths, torch.zeros(len(lengths), dtype=torch.long), lam_t, r=r)
+        torch.testing.assert_close(f.double(), torch.tensor(want_f, dtype=torch.float64), rtol=1e-5, atol=1e-6)
+        got_slope = [torch.autograd.grad(f[i], lam_t, retain_graph=True)[0].item() for i in range(len(lengths))]
+        assert got_slope == pytest.approx(want_slope, rel=1e-3, abs=1e-5), (lam, r)

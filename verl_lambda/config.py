@@ -9,7 +9,8 @@ Both are read from hydra overrides under the actor config, so a launch needs no 
     +actor_rollout_ref.actor.policy_loss.grpo_lambda.lam=0.95      # GRPO-λ options
 
 Every option is documented in the README with its math and its source. This module has no verl import:
-the verl side (``verl_lambda.patches``) attaches the parsed options to verl's config objects.
+the verl side (``verl_lambda.patches``) attaches the parsed options to verl's config objects. Every wrong key, type
+or value is a ``ValueError`` naming the full hydra key, raised where verl validates the actor (the driver first).
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from verl_lambda.ops.eligibility_trace import TRACE_STYLES
+from verl_lambda.ops.length_weights import LAMBDA_GRPO_BASES
+
 LAMBDA_GRPO_MODE = "lambda_grpo"  # actor.loss_agg_mode
 GRPO_LAMBDA_MODE = "grpo_lambda"  # actor.policy_loss.loss_mode
 LAMBDA_GRPO_KEY = "actor_rollout_ref.actor.lambda_grpo"
 GRPO_LAMBDA_KEY = "actor_rollout_ref.actor.policy_loss.grpo_lambda"
 
-LAMBDA_GRPO_BASES = ("seq-mean-token-mean", "token-mean")
 LAMBDA_OPTIMIZERS = ("adam", "sgd")
-TRACE_STYLES = ("recent", "both")
 TRACE_VARIANTS = ("epsilon-trace", "epsilon-weight")
 
 
@@ -46,7 +48,14 @@ class _Options:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None):
-        values = dict(values or {})
+        if values is None:
+            values = {}
+        if not isinstance(values, Mapping):
+            raise ValueError(
+                f"[verl-lambda] {cls.PREFIX} must be a group of options, e.g. +{cls.PREFIX}."
+                f"{dataclasses.fields(cls)[0].name}=..., got {values!r}"
+            )
+        values = dict(values)
         allowed = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(allowed))
         if unknown:

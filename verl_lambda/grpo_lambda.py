@@ -17,19 +17,12 @@ import torch
 from verl.trainer.ppo import core_algos
 from verl.utils.torch_functional import masked_mean
 
+from verl_lambda import patches
 from verl_lambda.config import GRPOLambdaConfig
 from verl_lambda.ops.eligibility_trace import trace_mass, traced_log_ratio
 
 # verl clamps log-ratios to this range before exponentiating (core_algos.compute_policy_loss_vanilla).
 LOG_RATIO_CLAMP = 20.0
-
-
-def grpo_lambda_options(config: Any) -> GRPOLambdaConfig:
-    """The ``policy_loss.grpo_lambda`` options of the actor config (parsed if given as a plain mapping)."""
-    options = config.policy_loss.get("grpo_lambda", None)
-    if options is None or isinstance(options, GRPOLambdaConfig):
-        return options or GRPOLambdaConfig()
-    return GRPOLambdaConfig.from_dict(options)
 
 
 def clip_negative_advantages(
@@ -100,10 +93,11 @@ def compute_policy_loss_grpo_lambda(
         ratio), ``actor/pg_clipfrac_lower``, and ``actor/grpo_lambda/{trace_mean,trace_max,clamped_adv_frac}``.
     """
     assert config is not None
-    options = grpo_lambda_options(config)
+    options: GRPOLambdaConfig = config.policy_loss.grpo_lambda  # parsed and validated with the actor config
     advantages, clamped_frac = clip_negative_advantages(advantages, response_mask, options.neg_adv_clamp)
 
-    log_ratio = log_prob - old_log_prob
+    # padded positions may hold anything (inf - inf = NaN); they must not reach the trace or the metrics
+    log_ratio = torch.where(response_mask.bool(), log_prob - old_log_prob, 0.0)
     clamped_log_ratio = torch.clamp(log_ratio, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP)
     ppo_kl = masked_mean(-clamped_log_ratio, response_mask)
     if options.variant == "epsilon-trace":
@@ -121,7 +115,7 @@ def compute_policy_loss_grpo_lambda(
     if rollout_is_weights is not None:
         pg_losses = pg_losses * rollout_is_weights
     pg_loss = core_algos.agg_loss(
-        loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
+        loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **patches.global_batch_info(config)
     )
 
     trace = trace.detach()  # 0 at masked positions, so plain reductions are masked ones

@@ -1,19 +1,31 @@
 """λ-GRPO in verl: ``actor_rollout_ref.actor.loss_agg_mode=lambda_grpo`` (arXiv 2510.06870).
 
-How a training step flows (the wrappers live in ``verl_lambda.patches``):
+How a training step flows (the wrappers live in ``verl_lambda.patches``; this module reaches verl only through the
+accessors there):
 
-1. ``TrainingWorker.train_mini_batch`` receives this rank's share of the step. verl has reordered the batch for load
+1. In the trainer, before the actor update, each row of the batch may be given two facts verl would otherwise lose:
+   its true response length, when verl's rollout correction rewrites ``response_mask`` with its rejection mask
+   (``keep_response_lengths``), and, in the V1 trainer, whether it is a member of its prompt group the way verl's
+   GRPO advantage counts members: only the final output of each agent-loop session (``group_members``).
+2. ``TrainingWorker.train_mini_batch`` receives this rank's share of the step. verl has reordered the batch for load
    balance and split it across data-parallel ranks, so a prompt group (verl's ``uid``) can be spread anywhere.
-   ``attach_group_lengths`` all-gathers (uid, length) over the data-parallel group, builds the table of the step's
-   complete groups (the λ-independent ``ln h`` of each member, one padded row per group) and gives every sample its
-   row and position in it, per-sample indices that survive any split.
-2. ``TrainingWorker.train_batch`` (one mini-batch) computes f and its slope df/dλ at the current λ
+   ``attach_group_lengths`` all-gathers (uid, session, member, length) over the data-parallel group, builds the
+   table of the step's complete groups (the λ-independent ``ln h`` of each member, one padded row per group) and
+   gives every sample its row and position in it, per-sample indices that survive any split.
+3. ``TrainingWorker.train_batch`` (one mini-batch) computes f and its slope df/dλ at the current λ
    (``attach_weights``). For every micro-batch, ``ppo_loss`` hands f to ``agg_loss`` (``length_weighted_loss``),
    which applies it to the policy-gradient term only (entropy and KL keep the unweighted base aggregation); one
    graph node carries λ's gradient.
-3. After each actor optimizer step, ``LearnableLambda.step`` averages λ's gradient over the data-parallel group and
-   steps λ's own optimizer, so every rank holds the same λ.
-4. λ and its optimizer state are saved next to the actor checkpoint and restored on resume.
+4. Right after the engine's optimizer step (``LearnableLambda.step``), λ's gradient is unscaled by the loss scale
+   that backward used (fp16), averaged over the data-parallel group, and stepped by λ's own optimizer, unless the
+   model's step was skipped: every rank holds the same λ.
+5. λ and its optimizer state are saved next to the actor checkpoint by global rank 0, and on resume global rank 0
+   reads them and broadcasts them to every rank, so node-local checkpoint folders work too.
+
+Devices: λ, its optimizer state, the group table, the weights and their slope live on the CPU (the weights travel to
+the accelerator with their micro-batch; λ's graph node brings the gradient back). Collectives run on the device
+``collective_device`` picks for their group: the CPU for verl's ``cpu:gloo,<device>:<backend>`` groups (so gloo
+carries them), the accelerator for a group without a CPU backend.
 """
 
 from __future__ import annotations
@@ -22,16 +34,18 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import io
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from verl_lambda import patches
 from verl_lambda.config import LAMBDA_GRPO_MODE, LambdaGRPOConfig
 from verl_lambda.ops.length_weights import (
     group_table,
@@ -51,13 +65,26 @@ SELF_INDEX_KEY = "lambda_grpo_self_index"
 # Per-sample weight f and slope df/dλ at the current λ, set for each mini-batch (λ moves between mini-batches).
 WEIGHT_KEY = "lambda_grpo_weight"
 SLOPE_KEY = "lambda_grpo_slope"
-# verl's V1 trainer pads a batch with synthetic samples whose uid starts with this; they form no group.
-PADDING_UID_PREFIX = "pad"
+# Per-row facts the trainer attaches (only when verl would otherwise lose them): the response length before verl's
+# rollout correction masked tokens out, (bs,) float32; and 1 for rows that are members of their prompt group under
+# verl's advantage grouping, 0 for the earlier outputs of a multi-output agent-loop session, (bs,) int64.
+RESPONSE_LENGTH_KEY = "lambda_grpo_response_length"
+GROUP_MEMBER_KEY = "lambda_grpo_group_member"
 CHECKPOINT_FILE = "lambda_grpo_state.pt"
-# Where verl aggregates with the actor's mode outside the actor loss (the trainer's entropy metric, a critic that
-# inherits the mode), lambda_grpo means its default base, unweighted.
-DEFAULT_BASE = LambdaGRPOConfig.base
 METRIC_PREFIX = "lambda_grpo/"
+
+
+def collective_device(group: dist.ProcessGroup | None) -> torch.device:
+    """The device a tensor must be on for a collective over ``group``.
+
+    verl creates its process groups with ``cpu:gloo,<device>:<backend>`` (the cpu platform with ``gloo``), so CPU
+    tensors are carried by gloo and never need a copy to the accelerator; only a group without a CPU backend (e.g. a
+    pure ``nccl`` group) needs the tensor on the accelerator.
+    """
+    backend = str(dist.get_backend(group))
+    if backend == "gloo" or "cpu:" in backend:
+        return torch.device("cpu")
+    return patches.accelerator_device()
 
 
 class LearnableLambda:
@@ -71,7 +98,7 @@ class LearnableLambda:
         if options.learnable:
             optimizer_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[options.optimizer]
             self.optimizer = optimizer_cls([self.value], lr=options.lr)
-        self.step_grads: list[float] = []  # data-parallel averaged dλ of each step since the last report
+        self.step_grads: list[float] = []  # data-parallel averaged, unscaled dλ of each step since the last report
         self.skipped_steps = 0
         # The current step's group table over all ranks, (ln h, mask bias, size) of ``softmax_inputs``.
         self.groups: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -79,17 +106,26 @@ class LearnableLambda:
     def zero_grad(self) -> None:
         self.value.grad = None
 
-    def step(self, dp_group: dist.ProcessGroup | None) -> None:
-        """Average dλ over the data-parallel group, then clip, step and clamp. Collective over ``dp_group``."""
+    def step(self, dp_group: dist.ProcessGroup | None, loss_scale: float = 1.0, model_stepped: bool = True) -> None:
+        """Average dλ over the data-parallel group, unscale it, then clip, step and clamp; or skip the step.
+
+        Collective over ``dp_group`` (every rank calls it, skipped or not). ``loss_scale`` is the scale the backward
+        pass multiplied the loss by (fp16's grad scaler; 1 otherwise). ``model_stepped`` is False when the engine
+        skipped the model's step (a non-finite gradient, or the grad scaler found inf/NaN): λ skips it too.
+        """
         if self.optimizer is None:
             return
         grad = self.value.grad.detach().clone() if self.value.grad is not None else torch.zeros(())
+        self.value.grad = None
         if dist.is_initialized():
-            dist.all_reduce(grad, op=dist.ReduceOp.AVG, group=dp_group)
-        if not torch.isfinite(grad):
-            # Like verl for the model: a non-finite gradient skips the step.
+            device = collective_device(dp_group)
+            reduced = grad.to(device)
+            dist.all_reduce(reduced, op=dist.ReduceOp.AVG, group=dp_group)
+            grad = reduced.cpu()
+        grad = grad / loss_scale
+        if not model_stepped or not torch.isfinite(grad):
+            # Like verl for the model: a non-finite gradient skips the step, and so does a step the model skipped.
             self.skipped_steps += 1
-            self.value.grad = None
             return
         if self.options.grad_clip is not None:
             grad = grad.clamp(-self.options.grad_clip, self.options.grad_clip)
@@ -132,7 +168,7 @@ def lambda_state(worker: Any) -> LearnableLambda | None:
     """The λ of an actor ``TrainingWorker`` whose loss uses ``lambda_grpo`` (created on first use); else None."""
     state = worker.__dict__.get(_STATE_ATTR)
     if state is None:
-        config = getattr(getattr(worker, "loss_fn", None), "keywords", {}).get("config")
+        config = patches.actor_loss_config(worker)
         options = getattr(config, "lambda_grpo", None)  # set on actor configs only, not on the critic's
         if getattr(config, "loss_agg_mode", None) != LAMBDA_GRPO_MODE or options is None:
             return None
@@ -141,7 +177,76 @@ def lambda_state(worker: Any) -> LearnableLambda | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Group lengths across the whole step.
+# In the trainer: what each row must carry to the actor.
+# ---------------------------------------------------------------------------------------------------------------
+
+_CAPTURED_LENGTHS: contextvars.ContextVar[list[torch.Tensor] | None] = contextvars.ContextVar(
+    "lambda_grpo_captured_lengths", default=None
+)
+
+
+def keep_response_lengths(batch: Any) -> None:
+    """Before verl's rollout correction overwrites ``response_mask`` with its rejection mask: keep each row's true
+    response length under ``RESPONSE_LENGTH_KEY`` (the legacy trainer sends the whole batch to the actor), and hand
+    it to an enclosing ``capturing_response_lengths`` (the V1 trainer writes fields to its store one by one)."""
+    if RESPONSE_LENGTH_KEY not in batch.batch.keys():
+        batch.batch[RESPONSE_LENGTH_KEY] = batch.batch["response_mask"].sum(-1).float()
+    captured = _CAPTURED_LENGTHS.get()
+    if captured is not None:
+        captured.append(batch.batch[RESPONSE_LENGTH_KEY].cpu())
+
+
+@contextlib.contextmanager
+def capturing_response_lengths() -> Iterator[list[torch.Tensor]]:
+    """Collect the lengths ``keep_response_lengths`` keeps inside this block (at most one tensor per batch)."""
+    captured: list[torch.Tensor] = []
+    token = _CAPTURED_LENGTHS.set(captured)
+    try:
+        yield captured
+    finally:
+        _CAPTURED_LENGTHS.reset(token)
+
+
+def group_members(row_keys: Sequence[str]) -> list[bool]:
+    """verl's V1 GRPO grouping: of the outputs ``{uid}_{session}_{index}`` of one agent-loop session, only the final
+    one (the largest index) is a member of the prompt group; the others take its advantage.
+
+    Args:
+        row_keys: the batch's row keys, in row order.
+
+    Returns:
+        one flag per row.
+    """
+    final: dict[str, tuple[int, int]] = {}
+    sessions = []
+    for row, key in enumerate(row_keys):
+        uid, session, index = key.rsplit("_", 2)
+        sessions.append(f"{uid}_{session}")
+        if sessions[-1] not in final or final[sessions[-1]][0] < int(index):
+            final[sessions[-1]] = (int(index), row)
+    return [final[session][1] == row for row, session in enumerate(sessions)]
+
+
+def row_fields(
+    row_keys: Sequence[str], adv_estimator: str, captured_lengths: Sequence[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """What the V1 trainer must store for the actor's rows, beyond verl's own fields (empty when nothing).
+
+    ``captured_lengths`` are the true lengths ``keep_response_lengths`` kept if rollout correction ran; group
+    membership is stored only where verl's GRPO advantage leaves rows out (multi-output agent-loop sessions).
+    """
+    fields = {}
+    if captured_lengths:
+        fields[RESPONSE_LENGTH_KEY] = captured_lengths[0].float()
+    if adv_estimator == "grpo":  # verl's AdvantageEstimator.GRPO; other estimators count every row of a uid
+        members = group_members(row_keys)
+        if not all(members):
+            fields[GROUP_MEMBER_KEY] = torch.tensor(members, dtype=torch.int64)
+    return fields
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# On the worker: group lengths across the whole step.
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -149,13 +254,19 @@ def lambda_state(worker: Any) -> LearnableLambda | None:
 class StepReport:
     """Statistics of the step's weights over all ranks, computed with λ at the start of the step."""
 
-    weights: torch.Tensor  # (N,) f of every non-padding sample of the step
+    weights: torch.Tensor  # (N,) f of every group member of the step (no padding, no earlier session outputs)
     lengths: torch.Tensor  # (N,)
     floored: int
 
 
 def response_lengths(data: Any) -> torch.Tensor:
-    """Valid response tokens per sample, (bs,) float32; ``response_mask`` may be padded or nested."""
+    """The response length of each sample, (bs,) float32 on the CPU.
+
+    The trainer's ``RESPONSE_LENGTH_KEY`` when present (verl's rollout correction has rewritten ``response_mask``),
+    else the valid tokens of ``response_mask``, which may be padded or nested.
+    """
+    if RESPONSE_LENGTH_KEY in data.keys():
+        return data[RESPONSE_LENGTH_KEY].float().view(-1).cpu()
     mask = data["response_mask"]
     if mask.is_nested:  # jagged: per-row sums from the running sum at the row offsets (int64: exact at any size)
         running = torch.nn.functional.pad(mask.values().long().cumsum(0), (1, 0))
@@ -164,55 +275,101 @@ def response_lengths(data: Any) -> torch.Tensor:
     return mask.sum(-1).float().cpu()
 
 
-def sample_uids(data: Any) -> list[str]:
-    from verl.utils import tensordict_utils as tu
+@dataclass
+class _Rows:
+    """Per-row facts of the step, gathered over the data-parallel group."""
 
-    uids = tu.get(data, "uid")
-    if uids is None:
-        raise KeyError(
-            "[verl-lambda] loss_agg_mode=lambda_grpo needs the prompt-group id `uid` in the actor's training batch "
-            "(verl's GRPO trainers add it); it is missing."
+    uids: list[str]
+    sessions: list[Any]
+    members: list[bool]
+    lengths: list[float]
+
+    @classmethod
+    def of(cls, data: Any) -> _Rows:
+        uids = patches.sample_field(data, "uid")
+        if uids is None:
+            raise KeyError(
+                "[verl-lambda] loss_agg_mode=lambda_grpo needs the prompt-group id `uid` in the actor's training "
+                "batch (verl's GRPO trainers add it); it is missing."
+            )
+        uids = [str(uid) for uid in uids]
+        sessions = patches.sample_field(data, "session_id")
+        members = data[GROUP_MEMBER_KEY].view(-1).bool().tolist() if GROUP_MEMBER_KEY in data.keys() else None
+        return cls(
+            uids=uids,
+            sessions=list(sessions) if sessions is not None else [None] * len(uids),
+            members=members if members is not None else [True] * len(uids),
+            lengths=response_lengths(data).tolist(),
         )
-    return [str(uid) for uid in uids]
+
+    def gather(self, dp_group: dist.ProcessGroup | None) -> tuple[_Rows, int]:
+        """All ranks' rows in rank order, and the offset of this rank's. Collective over ``dp_group``.
+
+        An object collective, as verl's own gather of token counts on this group in ``train_mini_batch``: torch
+        pickles on the CPU and runs it on the group's CPU backend (gloo) when it has one.
+        """
+        if not dist.is_initialized():
+            return self, 0
+        shards: list[Any] = [None] * dist.get_world_size(dp_group)
+        dist.all_gather_object(shards, self, group=dp_group)
+        offset = sum(len(shard.uids) for shard in shards[: dist.get_rank(dp_group)])
+        merged = _Rows(
+            uids=[u for s in shards for u in s.uids],
+            sessions=[x for s in shards for x in s.sessions],
+            members=[m for s in shards for m in s.members],
+            lengths=[x for s in shards for x in s.lengths],
+        )
+        return merged, offset
 
 
 def attach_group_lengths(data: Any, state: LearnableLambda, dp_group: dist.ProcessGroup | None) -> StepReport:
     """Give every sample of this rank the length preferences of its complete group. Collective over ``dp_group``.
 
     Sets ``state.groups`` to the table of the step's groups over all ranks (identical on every rank) and adds
-    ``GROUP_INDEX_KEY`` and ``SELF_INDEX_KEY`` to ``data``. Samples of verl's padding (uid ``pad...``) form groups of
-    one, so their weight is 1.
+    ``GROUP_INDEX_KEY`` and ``SELF_INDEX_KEY`` to ``data``. A group holds the rows verl's advantage counts for the
+    prompt: every row of the uid, or in the V1 trainer only the final output of each agent-loop session (rows marked
+    by ``GROUP_MEMBER_KEY``); an earlier output of a session shares its final output's slot, and so its weight, as
+    it shares its advantage. Samples of verl's padding form groups of one, so their weight is 1.
     """
-    uids, lengths = sample_uids(data), response_lengths(data)
-    if dist.is_initialized():
-        shards: list[Any] = [None] * dist.get_world_size(dp_group)
-        dist.all_gather_object(shards, (uids, lengths.tolist()), group=dp_group)
-        offset = sum(len(shard[0]) for shard in shards[: dist.get_rank(dp_group)])
-        all_uids = [uid for shard in shards for uid in shard[0]]
-        all_lengths = torch.tensor([length for shard in shards for length in shard[1]], dtype=torch.float32)
-    else:
-        offset, all_uids, all_lengths = 0, uids, lengths
-
+    mine = _Rows.of(data)
+    rows, offset = mine.gather(dp_group)
+    count = len(rows.uids)
+    padding = [patches.is_padding_uid(uid) for uid in rows.uids]
+    final_of_session = {
+        (uid, session): row
+        for row, (uid, session, member) in enumerate(zip(rows.uids, rows.sessions, rows.members, strict=True))
+        if member
+    }
+    # the row whose slot each row uses: itself, or for an earlier session output the session's final output
+    slot_row = [
+        row if member else final_of_session.get((uid, session), row)
+        for row, (uid, session, member) in enumerate(zip(rows.uids, rows.sessions, rows.members, strict=True))
+    ]
+    owners = [row for row in range(count) if slot_row[row] == row]  # rows that hold a slot in the table
     ids: dict[str, int] = {}
-    padding = [uid.startswith(PADDING_UID_PREFIX) for uid in all_uids]
-    # Real groups get ids 0, 1, ...; every padding sample gets its own negative id, i.e. a group of one.
-    group_ids = torch.tensor(
+    # Real groups get ids 0, 1, ...; every padding sample and orphaned session output gets its own negative id.
+    owner_ids = torch.tensor(
         [
-            -1 - i if pad else ids.setdefault(uid, len(ids))
-            for i, (uid, pad) in enumerate(zip(all_uids, padding, strict=True))
+            -1 - row if padding[row] or not rows.members[row] else ids.setdefault(rows.uids[row], len(ids))
+            for row in owners
         ],
         dtype=torch.long,
     )
-    group_lengths, group_mask, group_index, self_index = group_table(group_ids, all_lengths)
+    lengths = torch.tensor(rows.lengths, dtype=torch.float32)
+    group_lengths, group_mask, owner_group, owner_self = group_table(owner_ids, lengths[owners])
     h, floored = length_preference(group_lengths, group_mask, state.options.r)
     state.groups = softmax_inputs(h, group_mask)
-    mine = slice(offset, offset + len(uids))
-    data[GROUP_INDEX_KEY], data[SELF_INDEX_KEY] = group_index[mine], self_index[mine]
 
-    real = ~torch.tensor(padding, dtype=torch.bool)
+    position = {row: i for i, row in enumerate(owners)}
+    slots = torch.tensor([position[slot_row[row]] for row in range(count)], dtype=torch.long)
+    group_index, self_index = owner_group[slots], owner_self[slots]
+    local = slice(offset, offset + len(mine.uids))
+    data[GROUP_INDEX_KEY], data[SELF_INDEX_KEY] = group_index[local], self_index[local]
+
+    counted = torch.tensor([not pad and member for pad, member in zip(padding, rows.members, strict=True)])
     weights, _ = weights_and_slope(*state.groups, group_index, self_index, state.value.item())
-    floored_samples = floored[group_index, self_index][real]  # responses whose own h hit the floor
-    return StepReport(weights=weights[real], lengths=all_lengths[real], floored=int(floored_samples.sum()))
+    floored_samples = floored[group_index, self_index][counted]  # members whose own h hit the floor
+    return StepReport(weights=weights[counted], lengths=lengths[counted], floored=int(floored_samples.sum()))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,15 +389,31 @@ class _LossContext:
 
 _LOSS_CONTEXT: contextvars.ContextVar[_LossContext | None] = contextvars.ContextVar("lambda_loss", default=None)
 
+# What ``agg_loss(loss_agg_mode="lambda_grpo")`` means outside the actor's policy term (the trainer's entropy metric,
+# the entropy and KL terms of other losses): the configured base, unweighted. Set in each process from the actor
+# config it builds or the trainer config it runs.
+_BASE_OUTSIDE_POLICY_TERM = LambdaGRPOConfig.base
+
+
+def use_base_outside_policy_term(base: str) -> None:
+    """Make ``agg_loss("lambda_grpo")`` outside the actor's policy term aggregate with ``base`` in this process."""
+    global _BASE_OUTSIDE_POLICY_TERM
+    _BASE_OUTSIDE_POLICY_TERM = base
+
 
 @contextlib.contextmanager
 def active_lambda(state: LearnableLambda) -> Iterator[None]:
-    """Make ``state`` the λ that actor losses inside this block use (one actor update)."""
+    """Make ``state`` the λ that actor losses and the optimizer step inside this block use (one actor update)."""
     token = _ACTIVE_LAMBDA.set(state)
     try:
         yield
     finally:
         _ACTIVE_LAMBDA.reset(token)
+
+
+def stepping_lambda() -> LearnableLambda | None:
+    """The λ of the actor update running in this context, if any (the engine's optimizer step steps it too)."""
+    return _ACTIVE_LAMBDA.get()
 
 
 def attach_weights(data: Any, state: LearnableLambda) -> None:
@@ -263,6 +436,7 @@ def length_weighted_loss(config: Any, data: Any) -> Iterator[None]:
     if WEIGHT_KEY not in data.keys():
         raise RuntimeError("[verl-lambda] the micro-batch lacks the weights attached by train_batch")
     value = data[WEIGHT_KEY]
+    # λ stays on the CPU; `.to` is differentiable, so the gradient of the device-side weights comes back to it
     weights = with_slope(state.value.to(value.device), value, data[SLOPE_KEY])
     context = _LossContext(base=config.lambda_grpo.base, weights=weights)
     token = _LOSS_CONTEXT.set(context)
@@ -305,7 +479,7 @@ def agg_loss(
 ) -> torch.Tensor:
     """``agg_loss`` for ``loss_agg_mode=lambda_grpo``: weighted inside the policy term, verl's base mode elsewhere."""
     context = _LOSS_CONTEXT.get()
-    base = context.base if context is not None else DEFAULT_BASE
+    base = context.base if context is not None else _BASE_OUTSIDE_POLICY_TERM
     if context is not None and context.in_policy_term:
         context.applied = True
         return weighted_agg_loss(
@@ -347,13 +521,8 @@ def step_metrics(state: LearnableLambda, report: StepReport) -> dict[str, float]
 def add_step_metrics(output: Any, state: LearnableLambda, report: StepReport) -> Any:
     """Append λ-GRPO's metrics to ``train_mini_batch``'s output (None on ranks that return nothing)."""
     metrics = step_metrics(state, report)
-    if output is None:
-        return output
-    from verl.utils import tensordict_utils as tu
-
-    merged = dict(tu.get(output, "metrics"))
-    merged.update({key: [value] for key, value in metrics.items()})
-    tu.assign_non_tensor(output, metrics=merged)
+    if output is not None:
+        patches.append_metrics(output, metrics)
     return output
 
 
@@ -365,9 +534,37 @@ def save_lambda(state: LearnableLambda, local_path: str) -> None:
     torch.save(state.state_dict(), os.path.join(local_path, CHECKPOINT_FILE))
 
 
+def _broadcast_from_rank0(payload: bytes | None) -> bytes | None:
+    """``payload`` of global rank 0 on every rank (None stays None). Collective over the default group, whose
+    ranks are all of this worker group's actors: byte tensors on ``collective_device`` (gloo on verl's groups)."""
+    device = collective_device(None)
+    size = torch.tensor([-1 if payload is None else len(payload)], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=0)
+    if int(size) < 0:
+        return None
+    buffer = torch.empty(int(size), dtype=torch.uint8, device=device)
+    if dist.get_rank() == 0:
+        buffer.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
+    dist.broadcast(buffer, src=0)
+    return buffer.cpu().numpy().tobytes()
+
+
 def load_lambda(state: LearnableLambda, local_path: str) -> None:
+    """Restore λ's state on every rank from global rank 0's checkpoint folder, bit for bit.
+
+    Only global rank 0 reads the file (it is the rank that wrote it), then broadcasts its bytes: ranks on other nodes
+    get rank 0's λ and optimizer state even when checkpoint folders are node-local. Collective when distributed.
+    """
     path = os.path.join(local_path, CHECKPOINT_FILE)
-    if not os.path.exists(path):
+    distributed = dist.is_initialized()
+    payload = None
+    if not distributed or dist.get_rank() == 0:
+        if os.path.exists(path):
+            with open(path, "rb") as handle:
+                payload = handle.read()
+    if distributed:
+        payload = _broadcast_from_rank0(payload)
+    if payload is None:
         logger.warning("verl-lambda: %s has no %s; λ starts from init=%s", local_path, CHECKPOINT_FILE, state.value)
         return
-    state.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state.load_state_dict(torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True))

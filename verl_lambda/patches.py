@@ -10,6 +10,7 @@ unchanged. Everything else in the package reaches verl through the accessors at 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -26,20 +27,37 @@ logger = logging.getLogger("verl_lambda")
 _LOSSES_WITHOUT_AGG_MODE = {"sapo": "always aggregates with seq-mean-token-mean", "geo_mean": "takes a plain mean"}
 
 
-def _init_accepting_options(key: str, options_cls: type, mode_field: str) -> Callable[[Callable], Callable]:
-    """``__init__`` wrapper: pop ``key`` (our option group), build the original, attach the parsed options."""
+def _init_accepting_options(
+    key: str, options_cls: type, mode_field: str, on_selected: Callable[[Any], None] | None = None
+) -> Callable[[Callable], Callable]:
+    """``__init__`` wrapper: pop ``key`` (our option group), build the original, attach the parsed options.
+
+    ``on_selected(options)`` runs when the config selects our mode (``mode_field == key``).
+    """
 
     def make(original_init: Callable) -> Callable:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             values = kwargs.pop(key, None)
             original_init(self, *args, **kwargs)
-            object.__setattr__(self, key, options_cls.from_dict(values))
-            if values and getattr(self, mode_field) != key:
+            options = options_cls.from_dict(values)
+            object.__setattr__(self, key, options)
+            selected = getattr(self, mode_field) == key
+            if values and not selected:
                 logger.warning("verl-lambda: options under %s are ignored unless %s=%s", key, mode_field, key)
+            if selected and on_selected is not None:
+                on_selected(options)
 
         return __init__
 
     return make
+
+
+def _lambda_grpo_selected(options: Any) -> None:
+    """A process that builds a lambda_grpo actor config aggregates ``agg_loss("lambda_grpo")`` outside the actor's
+    policy term (entropy metric, distillation) with the configured base."""
+    from verl_lambda import lambda_grpo
+
+    lambda_grpo.use_base_outside_policy_term(options.base)
 
 
 def _actor_post_init_with_lambda_modes(original_post_init: Callable) -> Callable:
@@ -60,6 +78,10 @@ def _actor_post_init_with_lambda_modes(original_post_init: Callable) -> Callable
     return __post_init__
 
 
+# Engine options that split the model into pipeline stages; λ's gradient would then exist on the last stage only.
+_PIPELINE_FIELDS = ("pipeline_parallel_size", "pipeline_model_parallel_size", "pp_size")
+
+
 def _check_lambda_grpo_actor(config: Any) -> None:
     if config.strategy == "megatron":
         raise ValueError(
@@ -67,12 +89,41 @@ def _check_lambda_grpo_actor(config: Any) -> None:
             "actor.strategy=megatron yet (λ's gradient lives on the last pipeline stage only). "
             "Use actor.strategy=fsdp or fsdp2."
         )
+    # the engine's own option group (``torchtitan``, ``veomni``, ...); ``engine`` is bound to it only after this check
+    for group, options in vars(config).items():
+        for field in _PIPELINE_FIELDS:
+            stages = getattr(options, field, None) or 1
+            if group != "engine" and isinstance(stages, int) and stages > 1:
+                raise ValueError(
+                    f"[verl-lambda] actor_rollout_ref.actor.loss_agg_mode=lambda_grpo is not supported with pipeline "
+                    f"parallelism: actor_rollout_ref.actor.{group}.{field}={stages} (λ's gradient would exist on the "
+                    "last pipeline stage only, and global rank 0 would save a λ that never moved). Set it to 1."
+                )
     loss_mode = config.policy_loss.get("loss_mode", "vanilla")
     if loss_mode in _LOSSES_WITHOUT_AGG_MODE:
         raise ValueError(
             f"[verl-lambda] loss_agg_mode=lambda_grpo cannot weight policy_loss.loss_mode={loss_mode}: that loss "
             f"{_LOSSES_WITHOUT_AGG_MODE[loss_mode]} instead of using loss_agg_mode."
         )
+
+
+def _critic_post_init_refusing_lambda_grpo(original_post_init: Callable) -> Callable:
+    def __post_init__(self) -> None:
+        if self.loss_agg_mode == LAMBDA_GRPO_MODE:
+            raise ValueError(
+                "[verl-lambda] critic.loss_agg_mode=lambda_grpo: λ-GRPO weights the actor's policy loss only. verl's "
+                "critic inherits actor_rollout_ref.actor.loss_agg_mode unless critic.loss_agg_mode is set; set it "
+                "explicitly, e.g. critic.loss_agg_mode=token-mean."
+            )
+        original_post_init(self)
+
+    return __post_init__
+
+
+def patch_critic_config(module: ModuleType) -> None:
+    """``verl.workers.config.critic``: a critic never aggregates with ``lambda_grpo`` (it would silently get an
+    unweighted base aggregation it did not ask for); it must name its own mode."""
+    wrap(module.CriticConfig, "__post_init__", _critic_post_init_refusing_lambda_grpo)
 
 
 def patch_actor_config(module: ModuleType) -> None:
@@ -82,7 +133,11 @@ def patch_actor_config(module: ModuleType) -> None:
     actor_classes = [module.ActorConfig]
     actor_classes += [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, module.ActorConfig)]
     for cls in dict.fromkeys(actor_classes):
-        wrap(cls, "__init__", _init_accepting_options("lambda_grpo", LambdaGRPOConfig, "loss_agg_mode"))
+        wrap(
+            cls,
+            "__init__",
+            _init_accepting_options("lambda_grpo", LambdaGRPOConfig, "loss_agg_mode", _lambda_grpo_selected),
+        )
     wrap(module.PolicyLossConfig, "__init__", _init_accepting_options("grpo_lambda", GRPOLambdaConfig, "loss_mode"))
     wrap(module.ActorConfig, "__post_init__", _actor_post_init_with_lambda_modes)
 
@@ -168,12 +223,41 @@ def _train_batch_with_lambda_step(original: Callable) -> Callable:
             return original(self, data)
         state.zero_grad()
         lambda_grpo.attach_weights(data, state)
+        wrap(self.engine, "optimizer_step", _optimizer_step_then_lambda)  # this engine instance only, once
         with lambda_grpo.active_lambda(state):
-            output = original(self, data)
-        state.step(self.engine.get_data_parallel_group())
-        return output
+            return original(self, data)  # λ steps inside, right after the model's optimizer step
 
     return train_batch
+
+
+def loss_scaler(engine: Any) -> Any | None:
+    """The engine's enabled gradient scaler (verl's FSDP engine uses a ``ShardedGradScaler`` for fp16), or None."""
+    scaler = getattr(engine, "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None
+
+
+def _optimizer_step_then_lambda(original: Callable) -> Callable:
+    """An engine's ``optimizer_step`` (bound method) followed by λ's step, which uses what only this moment knows:
+    the loss scale the backward pass used (the scaler updates it inside the step) and whether the model stepped."""
+    from verl_lambda import lambda_grpo
+
+    engine = original.__self__
+
+    def optimizer_step():
+        state = lambda_grpo.stepping_lambda()
+        if state is None:
+            return original()
+        scaler = loss_scaler(engine)
+        scale = scaler.get_scale() if scaler is not None else 1.0
+        grad_norm = original()
+        if scaler is not None:  # the scaler skipped the model's step iff it found inf/NaN, and then it backs off
+            model_stepped = scaler.get_scale() >= scale
+        else:  # verl skips the model's step on a non-finite grad norm
+            model_stepped = math.isfinite(float(grad_norm))
+        state.step(engine.get_data_parallel_group(), loss_scale=scale, model_stepped=model_stepped)
+        return grad_norm
+
+    return optimizer_step
 
 
 def _save_checkpoint_with_lambda(original: Callable) -> Callable:
@@ -202,7 +286,8 @@ def _load_checkpoint_with_lambda(original: Callable) -> Callable:
 
 
 def patch_engine_workers(module: ModuleType) -> None:
-    """``verl.workers.engine_workers``: λ lives with the actor's TrainingWorker, next to its engine."""
+    """``verl.workers.engine_workers``: λ lives with the actor's TrainingWorker, next to its engine (whose
+    ``optimizer_step`` the first λ-GRPO update wraps on that instance)."""
     worker = module.TrainingWorker
     wrap(worker, "train_mini_batch", _train_mini_batch_with_groups)
     wrap(worker, "train_batch", _train_batch_with_lambda_step)
@@ -210,9 +295,137 @@ def patch_engine_workers(module: ModuleType) -> None:
     wrap(worker, "load_checkpoint", _load_checkpoint_with_lambda)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Trainer: what each row carries to the actor, and the base aggregation outside the actor's policy term.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _rollout_correction_keeping_lengths(original: Callable) -> Callable:
+    from verl_lambda import lambda_grpo
+
+    def compute_rollout_correction_and_add_to_batch(batch, rollout_corr_config):
+        # verl's rejection sampling overwrites response_mask; λ-GRPO's group statistics need the true lengths.
+        # One (bs,) tensor, kept whichever the mode: this function does not know the actor's mode.
+        lambda_grpo.keep_response_lengths(batch)
+        return original(batch, rollout_corr_config)
+
+    return compute_rollout_correction_and_add_to_batch
+
+
+def patch_rollout_correction(module: ModuleType) -> None:
+    """``verl.trainer.ppo.rollout_corr_helper``: keep the response lengths before rejection sampling masks tokens."""
+    wrap_function(module, "compute_rollout_correction_and_add_to_batch", _rollout_correction_keeping_lengths)
+
+
+def _uses_lambda_grpo(trainer_config: Any) -> bool:
+    return trainer_config.actor_rollout_ref.actor.get("loss_agg_mode") == LAMBDA_GRPO_MODE
+
+
+def _trainer_init_with_lambda_base(original: Callable) -> Callable:
+    from verl_lambda import lambda_grpo
+    from verl_lambda.config import LambdaGRPOConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if _uses_lambda_grpo(self.config):  # the trainer's entropy metric aggregates with the actor's mode
+            options = LambdaGRPOConfig.from_dict(self.config.actor_rollout_ref.actor.get("lambda_grpo"))
+            lambda_grpo.use_base_outside_policy_term(options.base)
+
+    return __init__
+
+
+def patch_legacy_trainer(module: ModuleType) -> None:
+    """``verl.trainer.ppo.ray_trainer`` (``trainer.use_v1=false``): the configured base for the entropy metric."""
+    wrap(module.RayPPOTrainer, "__init__", _trainer_init_with_lambda_base)
+
+
+def _compute_advantage_marking_rows(original: Callable) -> Callable:
+    from verl_lambda import lambda_grpo
+
+    def _compute_advantage(self, batch, metrics):
+        if not _uses_lambda_grpo(self.config):
+            return original(self, batch, metrics)
+        with lambda_grpo.capturing_response_lengths() as captured:
+            batch = original(self, batch, metrics)
+        fields = lambda_grpo.row_fields(batch.keys, self.config.algorithm.adv_estimator, captured)
+        return put_rows(batch, fields) if fields else batch
+
+    return _compute_advantage
+
+
+def patch_v1_trainer(module: ModuleType) -> None:
+    """``verl.trainer.ppo.v1.trainer_base``: rows carry their true length and verl's GRPO group membership to the
+    actor (the V1 trainer sends the actor only what its store holds), and the entropy metric gets the configured
+    base."""
+    wrap(module.PPOTrainer, "__init__", _trainer_init_with_lambda_base)
+    wrap(module.PPOTrainer, "_compute_advantage", _compute_advantage_marking_rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Accessors: the only reads of verl's internal structures outside the wrappers above.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def actor_loss_config(worker: Any) -> Any | None:
+    """The actor config a ``TrainingWorker``'s loss was built with (verl binds it as ``partial(ppo_loss, config=)``)."""
+    return getattr(getattr(worker, "loss_fn", None), "keywords", {}).get("config")
+
+
+def sample_field(data: Any, key: str) -> list[Any] | None:
+    """A per-sample non-tensor field of a training batch (``uid``, ``session_id``) as a list, or None."""
+    from verl.utils import tensordict_utils as tu
+
+    return tu.get(data, key)
+
+
+# verl's V1 trainer pads a batch with synthetic samples whose uid starts with this (trainer/ppo/padding_utils.py).
+_PADDING_UID_PREFIX = "pad"
+
+
+def is_padding_uid(uid: str) -> bool:
+    return uid.startswith(_PADDING_UID_PREFIX)
+
+
+def append_metrics(output: Any, metrics: dict[str, float]) -> None:
+    """Add one value per metric to ``train_mini_batch``'s output (a TensorDict with a ``metrics`` dict of lists)."""
+    from verl.utils import tensordict_utils as tu
+
+    merged = dict(tu.get(output, "metrics"))
+    merged.update({key: [value] for key, value in metrics.items()})
+    tu.assign_non_tensor(output, metrics=merged)
+
+
+def global_batch_info(config: Any) -> dict[str, Any]:
+    """The global counts ``ppo_loss`` sets on the actor config for this micro-batch, for ``agg_loss``."""
+    return config.global_batch_info
+
+
+def accelerator_device() -> Any:
+    """The current accelerator device of this process, as verl's platform reports it."""
+    import torch
+    from verl.utils.device import get_device_id, get_device_name
+
+    name = get_device_name()
+    return torch.device(name) if name == "cpu" else torch.device(name, get_device_id())
+
+
+def put_rows(batch: Any, fields: dict[str, Any]) -> Any:
+    """Store per-row tensors for the rows of a V1 batch (``KVBatchMeta``) in verl's TransferQueue, where the actor
+    update reads its batch from; returns the batch's metadata with the fields added, as verl's own puts do."""
+    import transfer_queue as tq
+    from tensordict import TensorDict
+
+    rows = TensorDict(fields, batch_size=len(batch.keys))
+    return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=rows)
+
+
 PATCHES: dict[str, Callable[[ModuleType], None]] = {
     "verl.workers.config.actor": patch_actor_config,
     "verl.trainer.ppo.core_algos": patch_core_algos,
     "verl.workers.utils.losses": patch_losses,
     "verl.workers.engine_workers": patch_engine_workers,
+    "verl.workers.config.critic": patch_critic_config,
+    "verl.trainer.ppo.rollout_corr_helper": patch_rollout_correction,
+    "verl.trainer.ppo.ray_trainer": patch_legacy_trainer,
+    "verl.trainer.ppo.v1.trainer_base": patch_v1_trainer,
 }

@@ -59,7 +59,25 @@ def run(spec: dict, rank: int = 0, world_size: int = 1) -> dict:
                 }
             )
         steps.append(record)
-    return {"rank": rank, "steps": steps, "param_sum": float(harness.flat_params().double().sum())}
+    result = {"rank": rank, "steps": steps, "param_sum": float(harness.flat_params().double().sum())}
+    if spec.get("checkpoint_root"):  # a separate folder per rank, as on clusters with node-local checkpoints
+        folder = os.path.join(spec["checkpoint_root"], f"rank{rank}", "actor")
+        harness.worker.save_checkpoint(folder, global_step=len(steps))
+        resumed = ActorHarness(spec["model_dir"], spec["overrides"])
+        resumed.worker.load_checkpoint(folder)
+        result["saved"] = lambda_state_digest(lambda_grpo.lambda_state(harness.training_worker))
+        result["loaded"] = lambda_state_digest(lambda_grpo.lambda_state(resumed.training_worker))
+        result["files"] = sorted(os.listdir(folder))
+    return result
+
+
+def lambda_state_digest(state) -> dict:
+    """λ and every tensor of its optimizer state, as exact hex strings."""
+    optimizer = state.optimizer.state_dict()["state"][0]
+    return {
+        "lambda": state.value.item().hex(),
+        **{key: [v.hex() for v in torch.as_tensor(value).double().view(-1).tolist()] for key, value in optimizer.items()},
+    }
 
 
 if __name__ == "__main__":

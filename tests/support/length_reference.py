@@ -41,3 +41,27 @@ def reference_dweights_dlam(lengths, lam, r=1.0 / 9.0):
     a = [h**lam * math.log(h) for h in hs]
     mean_a = sum(p * x for p, x in zip(ps, a, strict=True))
     return [g * p * (x - mean_a) for p, x in zip(ps, a, strict=True)]
+
+
+def precise_weights_and_slopes(lengths, lam, r=1.0 / 9.0, floor=1e-3, digits=400):
+    """One group's f and df/dλ in ``digits``-digit decimal arithmetic (no overflow, no cancellation at any λ a test
+    uses): the ground truth for the float64 implementation's saturated and near-saturated regimes."""
+    from decimal import Decimal, localcontext
+
+    with localcontext() as ctx:
+        ctx.prec = digits
+        ls = [Decimal(int(x)) for x in lengths]
+        g_count = len(ls)
+        mu = sum(ls) / g_count
+        sigma = (sum((x - mu) ** 2 for x in ls) / g_count).sqrt()
+        hs = [max(Decimal(1) + Decimal(r) * ((x - mu) / sigma if sigma else 0), Decimal(floor)) for x in ls]
+        logs = [h.ln() for h in hs]
+        gs = [(Decimal(lam) * ell).exp() for ell in logs]
+        top = max(gs)
+        es = [(g - top).exp() for g in gs]
+        ps = [e / sum(es) for e in es]
+        a = [g * ell for g, ell in zip(gs, logs, strict=True)]
+        mean_a = sum(p * x for p, x in zip(ps, a, strict=True))
+        weights = [float(g_count * p) for p in ps]
+        slopes = [float(g_count * p * (x - mean_a)) for p, x in zip(ps, a, strict=True)]
+    return weights, slopes

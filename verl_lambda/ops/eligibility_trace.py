@@ -15,7 +15,8 @@ overflows float32 for κ near 1 and T in the thousands; instead the recurrence r
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -77,18 +78,60 @@ def decayed_cumsum(x: torch.Tensor, decay: float, reverse: bool = False, chunk: 
     return out[..., :length] if pad else out
 
 
-@lru_cache(maxsize=64)
+# Decay powers and matrices are cached per (decay, size, dtype, device); their size grows with T (a T x T matrix for
+# short scans), so the cache is bounded by bytes, not entries.
+CACHE_BYTES = 64 << 20
+
+
+class _BytesLRU:
+    """A least-recently-used cache of tensors whose total size stays under ``capacity`` bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.entries: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.size = 0
+
+    def get(self, key: tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        value = build()
+        nbytes = value.numel() * value.element_size()
+        if nbytes <= self.capacity:
+            while self.size + nbytes > self.capacity:
+                _, evicted = self.entries.popitem(last=False)
+                self.size -= evicted.numel() * evicted.element_size()
+            self.entries[key] = value
+            self.size += nbytes
+        return value
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.size = 0
+
+
+_CACHE = _BytesLRU(CACHE_BYTES)
+
+
 def decay_powers(decay: float, count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``decay ** arange(count)``, computed in float64 and cached (0 ** 0 = 1; underflow to 0 is harmless)."""
-    return (torch.tensor(decay, dtype=torch.float64, device=device) ** torch.arange(count, device=device)).to(dtype)
+
+    def build() -> torch.Tensor:
+        exponents = torch.arange(count, device=device)
+        return (torch.tensor(decay, dtype=torch.float64, device=device) ** exponents).to(dtype)
+
+    return _CACHE.get(("powers", decay, count, dtype, device), build)
 
 
-@lru_cache(maxsize=64)
 def _decay_matrix(decay: float, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(size, size) lower-triangular ``decay ** (i - j)``: applied to a row it is the scan of that row."""
-    lags = torch.arange(size, device=device)[:, None] - torch.arange(size, device=device)[None, :]
-    powers = decay_powers(decay, size, dtype, device)
-    return torch.where(lags >= 0, powers[lags.clamp(min=0)], 0.0)
+
+    def build() -> torch.Tensor:
+        lags = torch.arange(size, device=device)[:, None] - torch.arange(size, device=device)[None, :]
+        powers = decay_powers(decay, size, dtype, device)
+        return torch.where(lags >= 0, powers[lags.clamp(min=0)], 0.0)
+
+    return _CACHE.get(("matrix", decay, size, dtype, device), build)
 
 
 def traced_log_ratio(
@@ -97,9 +140,10 @@ def traced_log_ratio(
     """GRPO-λ's traced log-ratio e for every response token.
 
     Args:
-        log_ratio: (bs, T) ``log pi_theta - log pi_old`` per response token (finite).
-        response_mask: (bs, T) valid tokens. Masked positions contribute nothing (their d counts as 0) and get 0,
-            but still advance t and k: a masked stretch inside a response (a tool's output) counts as distance.
+        log_ratio: (bs, T) ``log pi_theta - log pi_old`` per response token, finite at valid positions.
+        response_mask: (bs, T) valid tokens. Masked positions contribute nothing, whatever they hold (inf and NaN
+            included: their d counts as 0), and get 0 and a zero gradient; they still advance t and k, so a masked
+            stretch inside a response (a tool's output) counts as distance.
         decay: κ = gamma * lambda, in [0, 1].
         style: ``recent`` or ``both``.
 
@@ -110,25 +154,28 @@ def traced_log_ratio(
     if style not in TRACE_STYLES:
         raise ValueError(f"style must be one of {list(TRACE_STYLES)}, got {style!r}")
     dtype = torch.float64 if log_ratio.dtype == torch.float64 else torch.float32
-    return _Trace.apply(log_ratio.to(dtype), response_mask.to(dtype), decay, style)
+    return _Trace.apply(log_ratio.to(dtype), response_mask.bool(), decay, style)
 
 
 class _Trace(torch.autograd.Function):
     """e = mask * W (mask * d) with the lower-triangular trace weights W; backward is mask * W^T (mask * g).
 
-    Both directions are O(T) scans computed in place, and only the mask is saved for backward.
+    Both directions are O(T) scans computed in place, and only the mask is saved for backward. Masking selects
+    (``where``) rather than multiplies: a padded position may hold inf or NaN (inf * 0 = NaN), which the scan would
+    otherwise carry to every later position of its row.
     """
 
     @staticmethod
-    def forward(ctx, d: torch.Tensor, mask: torch.Tensor, decay: float, style: str) -> torch.Tensor:
-        ctx.save_for_backward(mask)
+    def forward(ctx, d: torch.Tensor, valid: torch.Tensor, decay: float, style: str) -> torch.Tensor:
+        ctx.save_for_backward(valid)
         ctx.decay, ctx.style = decay, style
-        return _trace(d * mask, decay, style).mul_(mask)
+        return _trace(d.where(valid, 0.0), decay, style).masked_fill_(~valid, 0.0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (mask,) = ctx.saved_tensors
-        return _trace_transposed(grad.to(mask.dtype) * mask, ctx.decay, ctx.style).mul_(mask), None, None, None
+        (valid,) = ctx.saved_tensors
+        upstream = grad.to(torch.float64 if grad.dtype == torch.float64 else torch.float32).where(valid, 0.0)
+        return _trace_transposed(upstream, ctx.decay, ctx.style).masked_fill_(~valid, 0.0), None, None, None
 
 
 def _trace(d: torch.Tensor, decay: float, style: str) -> torch.Tensor:

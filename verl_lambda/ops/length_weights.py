@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import torch
 
-# h = 1 + r z is positive for G <= 81 at r = 1/9 (|z| <= sqrt(G - 1)); larger groups or r are floored here.
+# h = 1 + r z is positive for G <= 81 at r = 1/9 (|z| <= sqrt(G - 1)); larger groups or r are floored here, and
+# the ceiling only keeps ln h finite for absurdly large r.
 H_FLOOR = 1e-3
+H_CEIL = 1e300
+# Beyond this λ ln h the softmax of h ** λ is one-hot up to float64 rounding; exp is capped here so nothing overflows.
+SATURATED_LOG = 700.0
 LAMBDA_GRPO_BASES = ("seq-mean-token-mean", "token-mean")
 
 
 def length_preference(
     group_lengths: torch.Tensor, group_mask: torch.Tensor, r: float = 1.0 / 9.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``h = max(1 + r z, H_FLOOR)`` for every member of every group (one group per row).
+    """``h = clamp(1 + r z, H_FLOOR, H_CEIL)`` for every member of every group (one group per row), in float64.
 
     Args:
         group_lengths: (n, G) lengths of each row's group members, any value where ``group_mask`` is False.
@@ -34,11 +38,11 @@ def length_preference(
         r: slope of the length preference.
 
     Returns:
-        h: (n, G) float32, 1 at masked positions.
+        h: (n, G) float64, 1 at masked positions.
         floored: (n, G) bool, members whose h hit the floor.
     """
     mask = group_mask.bool()
-    lengths = torch.where(mask, group_lengths.float(), 0.0)
+    lengths = torch.where(mask, group_lengths.to(torch.float64), 0.0)
     count = mask.sum(-1, keepdim=True).clamp(min=1)
     mean = lengths.sum(-1, keepdim=True) / count
     var = torch.where(mask, (lengths - mean) ** 2, 0.0).sum(-1, keepdim=True) / count
@@ -46,7 +50,7 @@ def length_preference(
     z = torch.where(std > 0, (lengths - mean) / torch.where(std > 0, std, 1.0), 0.0)
     h = 1.0 + r * z
     floored = mask & (h < H_FLOOR)
-    h = torch.where(mask, h.clamp(min=H_FLOOR), 1.0)
+    h = torch.where(mask, h.clamp(min=H_FLOOR, max=H_CEIL), 1.0)
     return h, floored
 
 
@@ -83,7 +87,7 @@ def softmax_inputs(h: torch.Tensor, group_mask: torch.Tensor) -> tuple[torch.Ten
     """The λ-independent parts of the weights, computed once per step: ``(ln h, mask bias, group size)``.
 
     Args:
-        h: (n_groups, G) positive length preferences of each group's members.
+        h: (n_groups, G) positive, finite length preferences of each group's members.
         group_mask: (n_groups, G) bool, True for real members.
 
     Returns:
@@ -108,19 +112,32 @@ def weights_and_slope(
     """``f = G softmax(h ** λ)`` of each sample, and its slope ``d f / d λ``, both (bs,) float32.
 
     The slope is the spec's analytic gradient ``G p_i (a_i - sum_j p_j a_j)`` with ``p = softmax(h ** λ)`` and
-    ``a_j = h_j ** λ ln h_j``. Computed in float64, so ``h ** λ`` stays finite for ``|λ ln h| < 709`` and a large
-    ``|λ|`` saturates the softmax instead of producing NaN. ``log_h``, ``bias`` and ``size`` are the group table of
-    ``softmax_inputs``; ``group_index`` and ``self_index`` (bs,) locate each sample in it (``group_table``).
+    ``a_j = h_j ** λ ln h_j``. Both are finite for every finite λ: with ``u = λ ln h`` and ``s = max_j u_j`` per
+    group, the softmax runs on ``g_j - g_max = e^s expm1(u_j - s)`` (formed in log space, so ``h ** λ`` itself is
+    never built), and ``a_i - E_p a = e^s (ℓ_i - E_p ℓ) + (v_i ℓ_i - E_p[v ℓ])`` with ``ℓ = ln h`` taken relative
+    to the group's maximiser and ``v = g - g_max``: exact ties cancel exactly, so a saturated group (one-hot p)
+    gets slope 0 instead of inf - inf. ``log_h``, ``bias`` and ``size`` are the group table of ``softmax_inputs``;
+    ``group_index`` and ``self_index`` (bs,) locate each sample in it (``group_table``).
     """
-    g = torch.exp(log_h * lam)  # h ** λ
-    probs = torch.softmax(g + bias, dim=-1)
-    a = g * log_h  # d (h ** λ) / dλ
-    expected_a = (probs * a).sum(-1)
+    member = bias == 0
+    u = log_h * lam  # λ ln h, 0 at masked positions
+    s = (u + bias).amax(-1, keepdim=True)  # per-group max over members (every row has one)
+    gap = -torch.exp(s + torch.log(-torch.expm1((u - s).clamp(max=0.0))))  # h_j ** λ - max_k h_k ** λ, <= 0
+    gap = torch.where(member, gap, float("-inf"))
+    probs = torch.softmax(gap, dim=-1)
+    live = probs > 0
+    top = torch.where(member & (u == s), log_h, float("inf")).amin(-1, keepdim=True)  # ln h of a maximiser
+    rel = torch.where(live, log_h - top, 0.0)
+    gap_log_h = torch.where(live, gap * log_h, 0.0)
+    growth = torch.exp(s.clamp(max=SATURATED_LOG))  # max_k h_k ** λ
+    spread = growth * (rel - (probs * rel).sum(-1, keepdim=True)) + (
+        gap_log_h - (probs * gap_log_h).sum(-1, keepdim=True)
+    )
     # the indices travel with the batch and may sit on another device than the step's table
     group_index = group_index.to(log_h.device, torch.long).view(-1)
     own = group_index * log_h.shape[-1] + self_index.to(log_h.device, torch.long).view(-1)  # flat position in table
     weight = size[group_index] * probs.view(-1)[own]
-    slope = weight * (a.view(-1)[own] - expected_a[group_index])
+    slope = torch.where(live.view(-1)[own], weight * spread.view(-1)[own], 0.0)
     return weight.float(), slope.float()
 
 
