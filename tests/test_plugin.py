@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -101,19 +102,75 @@ def test_broken_registration_is_reported_loudly():
     assert "simulated breakage" in result.stdout
 
 
-def test_version_guard_message():
+def fake_verl(tmp_path, edits: dict[str, tuple[str, str]]):
+    """A copy of the installed verl's source with ``edits`` ({file: (old, new)}) applied, e.g. a renamed function."""
+    import shutil
+
+    import verl
+
+    root = tmp_path / "verl"
+    shutil.copytree(Path(verl.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for relative, (old, new) in edits.items():
+        path = root / relative
+        text = path.read_text()
+        assert old in text, (relative, old)
+        path.write_text(text.replace(old, new))
+    return root
+
+
+def test_tested_versions_are_accepted_and_have_every_internal():
+    import verl
+
+    from verl_lambda import capabilities
+
+    assert hooks.check_verl() == verl.__version__ in hooks.TESTED_VERL_VERSIONS
+    assert capabilities.check(Path(verl.__file__).parent) == []
+
+
+def test_a_verl_with_a_renamed_or_removed_internal_fails_naming_each_piece(tmp_path):
+    root = fake_verl(
+        tmp_path,
+        {
+            "trainer/ppo/core_algos.py": ("def agg_loss(", "def aggregate_loss("),
+            "workers/engine_workers.py": (
+                "def save_checkpoint(self, local_path, hdfs_path=None",
+                "def save(self, path, hdfs_path=None",
+            ),
+            "workers/utils/losses.py": (
+                "def ppo_loss(config: ActorConfig, model_output",
+                "def ppo_loss(cfg: ActorConfig, model_output",
+            ),
+        },
+    )
     with pytest.raises(hooks.UnsupportedVerlVersion) as info:
-        hooks.check_verl_version("0.8.0")
+        hooks.check_verl("0.10.0.dev0", str(root))
     message = str(info.value)
-    assert "supports verl 0.9.1" in message and "installed verl is 0.8.0" in message
-    assert hooks.check_verl_version("0.9.1") == "0.9.1"
+    assert "tested with verl 0.9.0, 0.9.1; the installed verl 0.10.0.dev0 lacks or changed 3 internal(s)" in message
+    assert "verl.trainer.ppo.core_algos.agg_loss(loss_mat, loss_mask" in message and "agg_loss not found" in message
+    assert "TrainingWorker.save_checkpoint(local_path, hdfs_path, global_step, max_ckpt_to_keep)" in message
+    assert "ppo_loss(config, model_output, data, dp_group): its parameters are now (cfg, model_output" in message
+    assert "(needed by _agg_loss_with_lambda_grpo)" in message
 
 
-def test_unsupported_verl_version_applies_no_patch_and_names_the_versions():
+def test_an_untested_verl_with_every_internal_loads_with_one_warning_unless_strict(tmp_path, caplog, monkeypatch):
+    import verl
+
+    root = str(Path(verl.__file__).parent)
+    with caplog.at_level("WARNING", logger="verl_lambda"):
+        assert hooks.check_verl("0.9.2", root) == "0.9.2"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "verl_lambda"]
+    assert len(warnings) == 1 and "verl 0.9.2 is not a tested version (tested: 0.9.0, 0.9.1)" in warnings[0]
+    monkeypatch.setenv(hooks.STRICT_VERSION_ENV, "1")
+    with pytest.raises(hooks.UnsupportedVerlVersion, match="VERL_LAMBDA_STRICT_VERSION is set"):
+        hooks.check_verl("0.9.2", root)
+
+
+def test_unsupported_verl_applies_no_patch_and_names_the_missing_piece():
     result = run_python(
         """
-        from verl_lambda import hooks
-        hooks.SUPPORTED_VERL_VERSIONS = ("0.0.1",)   # pretend the installed verl is not supported
+        from verl_lambda import capabilities, hooks
+        hooks.TESTED_VERL_VERSIONS = ("0.0.1",)   # pretend the installed verl is untested, and lacks one piece
+        capabilities.INTERNALS += (capabilities.Internal("verl.trainer.ppo.core_algos", "agg_loss_v2", (), "a test"),)
         import verl
         from verl.trainer.ppo import core_algos
         assert not hasattr(core_algos.agg_loss, "__wrapped__")      # nothing was patched
@@ -127,9 +184,10 @@ def test_unsupported_verl_version_applies_no_patch_and_names_the_versions():
         """
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "verl-lambda supports verl 0.0.1; the installed verl is 0.9.1" in result.stderr
+    assert "verl-lambda was tested with verl 0.0.1; the installed verl 0.9" in result.stderr
+    assert "verl.trainer.ppo.core_algos.agg_loss_v2: agg_loss_v2 not found" in result.stderr
     assert "REFUSED: verl-lambda is installed but failed to load" in result.stdout
-    assert "supports verl 0.0.1" in result.stdout
+    assert "agg_loss_v2" in result.stdout
 
 
 def test_patches_are_idempotent():

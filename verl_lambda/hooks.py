@@ -9,8 +9,9 @@ only make CPU runs possible:
 
 Each wrapper is installed as a post-import hook when the verl module it concerns is imported, so loading the plugin
 costs nothing in processes that never import those modules (vLLM workers, reward workers), and is applied
-idempotently. ``apply`` checks the installed verl before any patch. This module imports nothing else of the package
-at import time: it must stay importable, to report a failure, even when the rest of the package is broken.
+idempotently. ``apply`` checks the installed verl before any patch (``check_verl``). This module imports nothing else
+of the package at import time: it must stay importable, to report a failure, even when the rest of the package is
+broken.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import functools
 import importlib.abc
 import importlib.machinery
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -31,7 +34,10 @@ logger = logging.getLogger("verl_lambda")
 LAMBDA_GRPO_MODE = "lambda_grpo"
 GRPO_LAMBDA_MODE = "grpo_lambda"
 
-SUPPORTED_VERL_VERSIONS = ("0.9.1",)
+# The verl releases every test of this package runs on. Another verl is accepted only when it has every internal the
+# wrappers rely on (verl_lambda.capabilities), with one warning; VERL_LAMBDA_STRICT_VERSION=1 refuses it instead.
+TESTED_VERL_VERSIONS = ("0.9.0", "0.9.1")
+STRICT_VERSION_ENV = "VERL_LAMBDA_STRICT_VERSION"
 MARK = "__verl_lambda_wrapper__"
 
 
@@ -39,18 +45,45 @@ class UnsupportedVerlVersion(RuntimeError):
     pass
 
 
-def check_verl_version(version: str | None = None) -> str:
-    """Fail with the supported versions unless ``version`` (default: the installed verl's) is one of them."""
-    if version is None:
+def check_verl(version: str | None = None, verl_root: str | None = None) -> str:
+    """Accept the installed verl (or ``version`` with its package folder ``verl_root``), or fail naming why.
+
+    A tested version is accepted as is. Any other is checked piece by piece against what the wrappers need; it is
+    refused with one error listing every missing or changed piece, or when ``VERL_LAMBDA_STRICT_VERSION=1``, and
+    otherwise accepted with a warning naming the tested versions.
+    """
+    if version is None or verl_root is None:
         import verl
 
-        version = getattr(verl, "__version__", "unknown")
-    if version not in SUPPORTED_VERL_VERSIONS:
+        version = version or getattr(verl, "__version__", "unknown")
+        verl_root = verl_root or os.path.dirname(verl.__file__)
+    if version in TESTED_VERL_VERSIONS:
+        return version
+    from verl_lambda import capabilities
+
+    tested = ", ".join(TESTED_VERL_VERSIONS)
+    install = f"pip install 'verl[verl-core]=={TESTED_VERL_VERSIONS[-1]}'"
+    problems = capabilities.check(Path(verl_root))
+    if problems:
+        listed = "".join(f"\n  - {problem}" for problem in problems)
         raise UnsupportedVerlVersion(
-            f"verl-lambda supports verl {', '.join(SUPPORTED_VERL_VERSIONS)}; the installed verl is {version}. "
-            f"Install a supported verl (pip install 'verl[verl-core]=={SUPPORTED_VERL_VERSIONS[-1]}') or a "
-            "verl-lambda release made for your verl version."
+            f"verl-lambda was tested with verl {tested}; the installed verl {version} lacks or changed "
+            f"{len(problems)} internal(s) its wrappers rely on:{listed}\nInstall a tested verl ({install}) or a "
+            "verl-lambda release made for your verl."
         )
+    if os.environ.get(STRICT_VERSION_ENV, "").strip() not in ("", "0"):
+        raise UnsupportedVerlVersion(
+            f"verl-lambda was tested with verl {tested}; the installed verl {version} has every internal its wrappers "
+            f"rely on, but {STRICT_VERSION_ENV} is set, so untested versions are refused. Install a tested verl "
+            f"({install}) or unset {STRICT_VERSION_ENV}."
+        )
+    logger.warning(
+        "verl-lambda: verl %s is not a tested version (tested: %s). Every verl internal verl-lambda wraps is present, "
+        "so it loads; set %s=1 to refuse untested versions.",
+        version,
+        tested,
+        STRICT_VERSION_ENV,
+    )
     return version
 
 
@@ -208,7 +241,7 @@ def apply() -> None:
     global _APPLIED
     if _APPLIED:
         return
-    check_verl_version()
+    check_verl()
     from verl_lambda import patches
     from verl_lambda.cpu import patches as cpu_patches
 
