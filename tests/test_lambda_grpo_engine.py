@@ -1,21 +1,14 @@
 """λ-GRPO on verl's real actor worker (FSDP2 engine, cpu platform, gloo): special cases, invariance to micro-batch
 size and data-parallel degree (real processes), λ's synchronisation, and checkpoint round-trips."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from lambda_runs import run
+from lambda_runs import launch_ranks, run
 
 from verl_lambda import lambda_grpo
-from verl_lambda.cpu.harness import ActorHarness, free_port, init_process_group, make_batch
+from verl_lambda.cpu.harness import ActorHarness, init_process_group, make_batch
 from verl_lambda.ops.length_weights import length_weights
 
-RUNNER = Path(__file__).parent / "support" / "lambda_runs.py"
 BATCH = {"n_groups": 4, "group_size": 4, "max_response_len": 12}
 MODE = "actor_rollout_ref.actor.loss_agg_mode"
 MICRO = "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"
@@ -77,39 +70,6 @@ def test_invariant_to_micro_batch_size(tiny_model_dir):
     assert reference[0]["lambda_grad"] != 0.0
 
 
-def _launch_ranks(run_spec, world_size, timeout=240):
-    port = free_port()
-    procs = []
-    for rank in range(world_size):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            WORLD_SIZE=str(world_size),
-            MASTER_PORT=str(port),
-            MASTER_ADDR="127.0.0.1",
-            OMP_NUM_THREADS="1",
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(RUNNER), json.dumps(run_spec)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    results = []
-    try:
-        for proc in procs:
-            out, _ = proc.communicate(timeout=timeout)
-            assert proc.returncode == 0, out[-3000:]
-            results.append(json.loads(out.split("RESULT ", 1)[1]))
-    finally:
-        for proc in procs:
-            proc.kill()
-    return results
-
-
 def test_invariant_to_data_parallel_degree_and_lambda_stays_in_sync(tiny_model_dir):
     """2 real gloo ranks vs 1: same loss and dλ, λ bit-identical on both ranks, and each rank's loss saw the
     weights of the complete groups although the shuffled batch scatters every group over both ranks."""
@@ -120,8 +80,8 @@ def test_invariant_to_data_parallel_degree_and_lambda_stays_in_sync(tiny_model_d
         "+actor_rollout_ref.actor.lambda_grpo.init=0.3",
     ]
     run_spec = spec(tiny_model_dir, overrides, steps=3, shuffle_seed=7, weights_at=1.0)
-    single = _launch_ranks(run_spec, 1)[0]
-    rank0, rank1 = _launch_ranks(run_spec, 2)
+    single = launch_ranks(run_spec, 1)[0]
+    rank0, rank1 = launch_ranks(run_spec, 2)
     for step, (a, b, s) in enumerate(zip(rank0["steps"], rank1["steps"], single["steps"], strict=True)):
         assert a["lambda_repr"] == b["lambda_repr"], f"ranks drifted apart at step {step}"
         assert a["lambda"] == pytest.approx(s["lambda"], rel=1e-6, abs=1e-7)
@@ -218,7 +178,7 @@ def test_every_rank_resumes_rank0s_lambda_from_node_local_checkpoint_folders(tin
     after the resume both ranks hold rank 0's λ and optimizer state bit for bit."""
     overrides = [f"{MODE}=lambda_grpo", f"{MICRO}=2", "+actor_rollout_ref.actor.lambda_grpo.lr=0.05"]
     run_spec = spec(tiny_model_dir, overrides, steps=2, shuffle_seed=7, checkpoint_root=str(tmp_path))
-    rank0, rank1 = _launch_ranks(run_spec, 2)
+    rank0, rank1 = launch_ranks(run_spec, 2)
     assert lambda_grpo.CHECKPOINT_FILE in rank0["files"] and lambda_grpo.CHECKPOINT_FILE not in rank1["files"]
     assert rank0["saved"] == rank1["saved"]  # the ranks agreed before the save
     assert float.fromhex(rank0["saved"]["lambda"]) != 0.0 and rank0["saved"]["exp_avg"] != ["0x0.0p+0"]

@@ -30,6 +30,7 @@ LAMBDA_GRPO_KEY = "actor_rollout_ref.actor.lambda_grpo"
 GRPO_LAMBDA_KEY = "actor_rollout_ref.actor.policy_loss.grpo_lambda"
 
 LAMBDA_OPTIMIZERS = ("adam", "sgd")
+LAMBDA_SIGNALS = ("train", "validation")
 TRACE_VARIANTS = ("epsilon-trace", "epsilon-weight")
 
 
@@ -87,6 +88,13 @@ class LambdaGRPOConfig(_Options):
         lr: learning rate of λ's optimizer (ours: 0.01).
         min, max: optional bounds; λ is clamped into them after every step (ours: unbounded).
         grad_clip: optional bound on |dλ| after the data-parallel average (ours: no clipping).
+        signal: where λ's gradient comes from. ``train``: the training loss itself (every group). ``validation``: the
+            paper's summary says λ "is optimized using validation data"; here a held-out share of each step's prompt
+            groups is left out of the policy-gradient term, and λ's gradient is the on-policy estimate on them,
+            ``-(1/N) Σ_i f_i'(λ) A_i`` (base ``token-mean``: ``-(1/N_tok) Σ_i f_i'(λ) A_i L_i``), with A_i the
+            GRPO advantage and N (N_tok) the held-out responses (tokens). Ours: the paper's validation split is not
+            described.
+        validation_share: the share of each step's prompt groups held out for ``signal=validation`` (ours: 0.25).
     """
 
     PREFIX: ClassVar[str] = LAMBDA_GRPO_KEY
@@ -100,6 +108,8 @@ class LambdaGRPOConfig(_Options):
     min: float | None = None
     max: float | None = None
     grad_clip: float | None = None
+    signal: str = "train"
+    validation_share: float = 0.25
 
     def validate(self) -> None:
         p = self.PREFIX
@@ -125,6 +135,10 @@ class LambdaGRPOConfig(_Options):
             raise _fail(p, "init", f"({self.init}) must lie within [{p}.min, {p}.max] = [{self.min}, {self.max}]")
         if self.grad_clip is not None and (not _is_number(self.grad_clip) or self.grad_clip <= 0):
             raise _fail(p, "grad_clip", f"must be a number > 0 or null, got {self.grad_clip!r}")
+        if self.signal not in LAMBDA_SIGNALS:
+            raise _fail(p, "signal", f"must be one of {list(LAMBDA_SIGNALS)}, got {self.signal!r}")
+        if not _is_number(self.validation_share) or not 0 < self.validation_share < 1:
+            raise _fail(p, "validation_share", f"must be a number in (0, 1), got {self.validation_share!r}")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import hashlib
 import io
 import logging
 import math
@@ -70,6 +71,8 @@ SLOPE_KEY = "lambda_grpo_slope"
 # verl's advantage grouping, 0 for the earlier outputs of a multi-output agent-loop session, (bs,) int64.
 RESPONSE_LENGTH_KEY = "lambda_grpo_response_length"
 GROUP_MEMBER_KEY = "lambda_grpo_group_member"
+# (bs,) bool: the sample's group is held out for λ's validation signal (left out of the policy-gradient term).
+HELD_OUT_KEY = "lambda_grpo_held_out"
 CHECKPOINT_FILE = "lambda_grpo_state.pt"
 METRIC_PREFIX = "lambda_grpo/"
 
@@ -102,6 +105,7 @@ class LearnableLambda:
         self.skipped_steps = 0
         # The current step's group table over all ranks, (ln h, mask bias, size) of ``softmax_inputs``.
         self.groups: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.held_out: HeldOut | None = None  # the step's held-out groups (signal=validation)
 
     def zero_grad(self) -> None:
         self.value.grad = None
@@ -115,14 +119,17 @@ class LearnableLambda:
         """
         if self.optimizer is None:
             return
-        grad = self.value.grad.detach().clone() if self.value.grad is not None else torch.zeros(())
+        if self.options.signal == "validation":
+            # computed from the gathered rows of the whole step: the same on every rank, and not under a loss scale
+            grad = torch.tensor(self.held_out.gradient(self) if self.held_out is not None else 0.0)
+        else:
+            grad = self.value.grad.detach().clone() if self.value.grad is not None else torch.zeros(())
+            if dist.is_initialized():
+                reduced = grad.to(collective_device(dp_group))
+                dist.all_reduce(reduced, op=dist.ReduceOp.AVG, group=dp_group)
+                grad = reduced.cpu()
+            grad = grad / loss_scale
         self.value.grad = None
-        if dist.is_initialized():
-            device = collective_device(dp_group)
-            reduced = grad.to(device)
-            dist.all_reduce(reduced, op=dist.ReduceOp.AVG, group=dp_group)
-            grad = reduced.cpu()
-        grad = grad / loss_scale
         if not model_stepped or not torch.isfinite(grad):
             # Like verl for the model: a non-finite gradient skips the step, and so does a step the model skipped.
             self.skipped_steps += 1
@@ -251,6 +258,40 @@ def row_fields(
 
 
 @dataclass
+class HeldOut:
+    """The held-out members of the step (``signal=validation``): where they sit in the group table, their GRPO
+    advantage and length, all (n,)."""
+
+    group_index: torch.Tensor
+    self_index: torch.Tensor
+    advantages: torch.Tensor
+    lengths: torch.Tensor
+    base: str
+
+    def gradient(self, state: LearnableLambda) -> float:
+        """On-policy dL/dλ on the held-out groups at the current λ (the ratio is 1, so a token's loss is -A_i):
+        ``-(1/N) Σ f_i' A_i`` for base seq-mean-token-mean, ``-(1/N_tok) Σ f_i' A_i L_i`` for token-mean."""
+        if not len(self.advantages):
+            return 0.0
+        _, slope = weights_and_slope(*state.groups, self.group_index, self.self_index, state.value.item())
+        per_response = slope.double() * self.advantages
+        if self.base == "token-mean":
+            return float(-(per_response * self.lengths).sum() / self.lengths.sum().clamp(min=1))
+        return float(-per_response.sum() / len(per_response))
+
+
+def held_out_uids(uids: Sequence[str], share: float) -> set[str]:
+    """The prompt groups held out for λ's validation signal: a fixed share of the step's groups, chosen by a hash of
+    the uid, so every rank picks the same ones whatever the order it sees them in. At least one group is held out
+    and at least one trained when there are two or more."""
+    unique = sorted(set(uids), key=lambda uid: hashlib.blake2b(uid.encode(), digest_size=8).digest())
+    if len(unique) < 2:
+        return set()
+    count = min(max(1, round(share * len(unique))), len(unique) - 1)
+    return set(unique[:count])
+
+
+@dataclass
 class StepReport:
     """Statistics of the step's weights over all ranks, computed with λ at the start of the step."""
 
@@ -275,6 +316,17 @@ def response_lengths(data: Any) -> torch.Tensor:
     return mask.sum(-1).float().cpu()
 
 
+def response_advantages(data: Any) -> torch.Tensor:
+    """Each sample's advantage (GRPO's is constant over its tokens): the mean over its valid tokens, 0 for a response
+    with none (e.g. fully rejected by rollout correction). (bs,) float64 on the CPU."""
+    advantages, mask = data["advantages"], data["response_mask"]
+    if advantages.is_nested:
+        advantages, mask = advantages.to_padded_tensor(0.0), mask.to_padded_tensor(0)
+    mask = mask.to(torch.float64)
+    total = (advantages.to(torch.float64) * mask).sum(-1)
+    return (total / mask.sum(-1).clamp(min=1)).cpu()
+
+
 @dataclass
 class _Rows:
     """Per-row facts of the step, gathered over the data-parallel group."""
@@ -283,9 +335,10 @@ class _Rows:
     sessions: list[Any]
     members: list[bool]
     lengths: list[float]
+    advantages: list[float]
 
     @classmethod
-    def of(cls, data: Any) -> _Rows:
+    def of(cls, data: Any, with_advantages: bool = False) -> _Rows:
         uids = patches.sample_field(data, "uid")
         if uids is None:
             raise KeyError(
@@ -300,6 +353,7 @@ class _Rows:
             sessions=list(sessions) if sessions is not None else [None] * len(uids),
             members=members if members is not None else [True] * len(uids),
             lengths=response_lengths(data).tolist(),
+            advantages=response_advantages(data).tolist() if with_advantages else [],
         )
 
     def gather(self, dp_group: dist.ProcessGroup | None) -> tuple[_Rows, int]:
@@ -318,6 +372,7 @@ class _Rows:
             sessions=[x for s in shards for x in s.sessions],
             members=[m for s in shards for m in s.members],
             lengths=[x for s in shards for x in s.lengths],
+            advantages=[x for s in shards for x in s.advantages],
         )
         return merged, offset
 
@@ -329,9 +384,11 @@ def attach_group_lengths(data: Any, state: LearnableLambda, dp_group: dist.Proce
     ``GROUP_INDEX_KEY`` and ``SELF_INDEX_KEY`` to ``data``. A group holds the rows verl's advantage counts for the
     prompt: every row of the uid, or in the V1 trainer only the final output of each agent-loop session (rows marked
     by ``GROUP_MEMBER_KEY``); an earlier output of a session shares its final output's slot, and so its weight, as
-    it shares its advantage. Samples of verl's padding form groups of one, so their weight is 1.
+    it shares its advantage. Samples of verl's padding form groups of one, so their weight is 1. With
+    ``signal=validation`` it also picks the step's held-out groups (``HELD_OUT_KEY``, ``state.held_out``).
     """
-    mine = _Rows.of(data)
+    validation = state.options.signal == "validation"
+    mine = _Rows.of(data, with_advantages=validation)
     rows, offset = mine.gather(dp_group)
     count = len(rows.uids)
     padding = [patches.is_padding_uid(uid) for uid in rows.uids]
@@ -367,6 +424,21 @@ def attach_group_lengths(data: Any, state: LearnableLambda, dp_group: dist.Proce
     data[GROUP_INDEX_KEY], data[SELF_INDEX_KEY] = group_index[local], self_index[local]
 
     counted = torch.tensor([not pad and member for pad, member in zip(padding, rows.members, strict=True)])
+    if validation:
+        held = held_out_uids(
+            [uid for uid, real in zip(rows.uids, counted.tolist(), strict=True) if real],
+            share=state.options.validation_share,
+        )
+        held_rows = torch.tensor([uid in held for uid in rows.uids])
+        data[HELD_OUT_KEY] = held_rows[local]
+        estimate = held_rows & counted
+        state.held_out = HeldOut(
+            group_index=group_index[estimate],
+            self_index=self_index[estimate],
+            advantages=torch.tensor(rows.advantages, dtype=torch.float64)[estimate],
+            lengths=lengths.double()[estimate],
+            base=state.options.base,
+        )
     weights, _ = weights_and_slope(*state.groups, group_index, self_index, state.value.item())
     floored_samples = floored[group_index, self_index][counted]  # members whose own h hit the floor
     return StepReport(weights=weights[counted], lengths=lengths[counted], floored=int(floored_samples.sum()))
@@ -421,6 +493,9 @@ def attach_weights(data: Any, state: LearnableLambda) -> None:
     if GROUP_INDEX_KEY not in data.keys() or state.groups is None:
         raise RuntimeError("[verl-lambda] the mini-batch lacks the group lengths attached by train_mini_batch")
     value, slope = weights_and_slope(*state.groups, data[GROUP_INDEX_KEY], data[SELF_INDEX_KEY], state.value.item())
+    if state.options.signal == "validation":  # held-out groups leave the policy term; λ learns from them alone
+        value = value.masked_fill(data[HELD_OUT_KEY].view(-1).to(value.device), 0.0)
+        slope = torch.zeros_like(slope)
     data[WEIGHT_KEY], data[SLOPE_KEY] = value, slope
 
 
@@ -507,6 +582,8 @@ def step_metrics(state: LearnableLambda, report: StepReport) -> dict[str, float]
         "skipped_steps": float(state.skipped_steps),
         "h_floored": float(report.floored),
     }
+    if state.options.signal == "validation":
+        metrics["validation_responses"] = float(len(state.held_out.advantages)) if state.held_out is not None else 0.0
     if len(report.weights):
         metrics.update(
             weight_min=float(report.weights.min()),

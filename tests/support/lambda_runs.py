@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("VERL_PLATFORM", "cpu")
@@ -13,7 +14,7 @@ import torch
 from verl.utils import tensordict_utils as tu
 
 from verl_lambda import lambda_grpo
-from verl_lambda.cpu.harness import ActorHarness, dp_shard, init_process_group, make_batch
+from verl_lambda.cpu.harness import ActorHarness, dp_shard, free_port, init_process_group, make_batch
 from verl_lambda.ops.length_weights import weights_and_slope
 
 
@@ -76,8 +77,45 @@ def lambda_state_digest(state) -> dict:
     optimizer = state.optimizer.state_dict()["state"][0]
     return {
         "lambda": state.value.item().hex(),
-        **{key: [v.hex() for v in torch.as_tensor(value).double().view(-1).tolist()] for key, value in optimizer.items()},
+        **{
+            key: [v.hex() for v in torch.as_tensor(value).double().view(-1).tolist()]
+            for key, value in optimizer.items()
+        },
     }
+
+
+def launch_ranks(run_spec: dict, world_size: int, timeout: float = 240) -> list[dict]:
+    """Run ``run_spec`` as ``world_size`` real gloo ranks (one process each); their results in rank order."""
+    port = free_port()
+    procs = []
+    for rank in range(world_size):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            WORLD_SIZE=str(world_size),
+            MASTER_PORT=str(port),
+            MASTER_ADDR="127.0.0.1",
+            OMP_NUM_THREADS="1",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, json.dumps(run_spec)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    results = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, out[-3000:]
+            results.append(json.loads(out.split("RESULT ", 1)[1]))
+    finally:
+        for proc in procs:
+            proc.kill()
+    return results
 
 
 if __name__ == "__main__":
