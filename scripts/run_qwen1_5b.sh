@@ -1,14 +1,9 @@
 #!/usr/bin/env bash
-# λ-GRPO on Qwen2.5-1.5B with verl (vLLM rollout, FSDP actor); ALGO=grpo|dapo|grpo_lambda for the other methods.
-#   bash scripts/run_qwen1_5b.sh                  # one node, 8 GPUs (4 are enough: GPUS_PER_NODE=4)
-#   ALGO=grpo bash scripts/run_qwen1_5b.sh        # the baseline, same data and evaluation
-#   DRY_RUN=1 bash scripts/run_qwen1_5b.sh        # print the validated config, launch nothing
-#   CPU=1 bash scripts/run_qwen1_5b.sh            # 2 steps on CPU with the tiny built-in model: a wiring check
-# Every option, and the source of every hyper-parameter: scripts/run_qwen.sh. Only model-size settings live here.
+# λ-GRPO on Qwen2.5-1.5B (base) with verl (vLLM rollout, FSDP actor); ALGO=grpo|dapo|grpo_lambda for the other methods.
+#   SEED=1 bash scripts/run_qwen1_5b.sh               # one seed of one method; run SEED=1,2,3 for a table row
+#   ALGO=grpo SEED=1 bash scripts/run_qwen1_5b.sh     # the baseline, same data, seed and evaluation
+#   DRY_RUN=1 bash scripts/run_qwen1_5b.sh            # print the validated config, launch nothing
+#   CPU=1 bash scripts/run_qwen1_5b.sh                # 2 steps on CPU with the tiny built-in model: a wiring check
+# Every option and the source of every setting: verl_lambda/reproduce/launch.py (README: "Reproduce the papers").
 set -euo pipefail
-export QWEN_SIZE=1.5b
-export SIZE_MODEL_PATH=Qwen/Qwen2.5-1.5B        # λ-GRPO paper: Qwen2.5 1.5B (base or instruct not stated; base here)
-export SIZE_GPUS_PER_NODE=8                     # same node as the 7B run; README.md ("Reproduce the papers"), memory
-export SIZE_ROLLOUT_TP=1                        # a 1.5B model fits one GPU in vLLM: more replicas, faster rollout
-export SIZE_MAX_TOKEN_LEN_PER_GPU=24576         # tokens per micro-batch per GPU: verl recipe (memory only)
-exec bash "$(dirname "${BASH_SOURCE[0]}")/run_qwen.sh" "$@"
+exec bash "$(dirname "${BASH_SOURCE[0]}")/run_qwen.sh" train --size 1.5b "$@"

@@ -35,6 +35,19 @@ ALGORITHMS: dict[str, tuple[str, ...]] = {
         "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean",
         "actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda",
     ),
+    # Both: GRPO-λ's traced ratio inside the clipped surrogate, λ-GRPO's weights on its aggregation.
+    "lambda_grpo+grpo_lambda": (
+        "algorithm.adv_estimator=grpo",
+        "actor_rollout_ref.actor.loss_agg_mode=lambda_grpo",
+        "actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda",
+    ),
+    # λ-GRPO with λ learned from a held-out share of each step's groups (the paper: λ "is optimized using
+    # validation data").
+    "lambda_grpo_validation": (
+        "algorithm.adv_estimator=grpo",
+        "actor_rollout_ref.actor.loss_agg_mode=lambda_grpo",
+        "+actor_rollout_ref.actor.lambda_grpo.signal=validation",
+    ),
 }
 
 

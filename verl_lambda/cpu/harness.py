@@ -63,11 +63,10 @@ def init_process_group(rank: int = 0, world_size: int = 1, port: int | None = No
 
 
 def compose_config(model_dir: str, overrides: Sequence[str] = ()) -> Any:
-    """verl's ``ppo_trainer`` config with the CPU actor settings, ``model_dir`` and ``overrides``."""
-    from hydra import compose, initialize_config_dir
-    from verl.trainer import main_ppo
+    """verl's ``ppo_trainer`` config with the CPU actor settings, ``model_dir`` and ``overrides`` (unvalidated and
+    unresolved, as verl's workers receive it)."""
+    from verl_lambda.compose import compose_ppo_config
 
-    config_dir = os.path.join(os.path.dirname(main_ppo.__file__), "config")
     base = [
         f"actor_rollout_ref.model.path={model_dir}",
         "actor_rollout_ref.rollout.n=1",
@@ -76,8 +75,7 @@ def compose_config(model_dir: str, overrides: Sequence[str] = ()) -> Any:
         "actor_rollout_ref.actor.use_kl_loss=False",
         "actor_rollout_ref.actor.optim.lr=1e-3",
     ]
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        return compose("ppo_trainer", overrides=[*base, *CPU_ACTOR_OVERRIDES, *overrides])
+    return compose_ppo_config([*base, *CPU_ACTOR_OVERRIDES, *overrides], validate=False, resolve=False)
 
 
 @dataclass

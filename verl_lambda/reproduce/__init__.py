@@ -1,12 +1,14 @@
-"""Reproduce the papers' comparisons on verl: data, answer checking, config dry runs and the results table.
+"""Reproduce the papers' comparisons on verl: data, answer checking, launches, evaluation and the results table.
 
-- ``datasets``: one registry of the training sets and evaluation benchmarks, and their conversion to verl's parquet
-  schema (``examples/prepare_data.py`` is its command line).
-- ``reward``: ``compute_score`` for ``reward.custom_reward_function``, one answer checker per ``data_source``.
-- ``compose``: compose and validate a launch's config exactly as ``verl.trainer.main_ppo`` does, without launching
-  (``DRY_RUN=1`` of the ``scripts/run_qwen*.sh`` launchers).
-- ``report``: the papers' table (per-benchmark accuracy and average, one row per run) from verl's logged validation
-  metrics.
+- ``datasets``: one registry of the training sets and evaluation benchmarks, the prompt templates, and their
+  conversion to verl's parquet schema (``examples/prepare_data.py`` is its command line).
+- ``reward``: ``compute_score`` for ``reward.custom_reward_function``: extracts each response's answer and routes it
+  to Math-Verify (default) or the strict checker, returning both verdicts and the problem's id.
+- ``verify``: Math-Verify in child processes with hard timeouts, so it works from verl's reward threads.
+- ``launch``: the training launches (``scripts/run_qwen*.sh``) and checkpoint evaluation (``scripts/eval_ckpt.sh``),
+  every setting with its source; ``DRY_RUN=1`` composes and validates without launching (``compose``).
+- ``report``: the papers' table from the runs' results: mean ± std over seeds, paired bootstrap intervals against
+  GRPO, problems scored, and the published numbers of ``published``.
 
 Nothing here imports verl at import time, so the registry and the report work without a GPU stack.
 """

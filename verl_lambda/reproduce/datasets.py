@@ -1,25 +1,36 @@
 r"""The reproduction's data: training sets and evaluation benchmarks in one registry, converted to verl's schema.
 
-Each :class:`DatasetSpec` records where the rows live on the Hugging Face Hub (id, config and split as publicly
-documented), which fields hold the question and the answer, how the ground truth is read off the answer field, and
-the ``data_source`` the rows carry in verl. ``data_source`` selects the answer checker
+Each :class:`DatasetSpec` records where the rows live on the Hugging Face Hub (id, config or data file, and split as
+publicly documented), which fields hold the question and the answer, how the ground truth is read off the answer
+field, and the ``data_source`` the rows carry in verl. ``data_source`` selects the answer checker
 (:mod:`verl_lambda.reproduce.reward`) and names the validation metrics, ``val-core/<data_source>/acc/mean@N``.
 
-Every prompt ends with the same instruction, verl's own from its MATH preprocessing example
-(``examples/data_preprocess/math_dataset.py``): one answer format for every benchmark, the last ``\boxed{}``, read by
-one extraction rule (:func:`last_boxed`). Neither paper's instruction is stated in the text we could read.
+Every prompt asks for the final answer in ``\boxed{}``, in one of two templates (:data:`PROMPTS`), so one extraction
+rule (:func:`last_boxed`) reads every benchmark:
+
+- ``qwen_boxed`` (default): Qwen2.5-Math's ``qwen-boxed`` evaluation template, the prompt SimpleRL-Zoo trains and
+  evaluates Qwen2.5 base models with: system "You are a helpful assistant.", user ``<question>\nPlease reason step by
+  step, and put your final answer within \boxed{}.``. Qwen2.5's chat template writes each message as
+  ``<|im_start|>role\ncontent<|im_end|>\n``, so these two messages render to that template's text and step-0
+  accuracies can be set against SimpleRL-Zoo's published base-model rows (not checked against the real tokenizer
+  here: it needs the Hub).
+- ``verl``: verl's own MATH preprocessing example (``examples/data_preprocess/math_dataset.py``), the user message
+  ``<question> Let's think step by step and output the final answer within \boxed{}.`` and no system message.
+
+Neither λ-GRPO's nor GRPO-λ's prompt is stated in the text we could read.
 
 verl's parquet schema, one row per problem::
 
     data_source   str                      selects the reward checker
-    prompt        [{"role": "user", "content": question + " " + INSTRUCTION}]
+    prompt        [{"role": "system", ...}, {"role": "user", "content": ...}]   (chat messages of the template)
     ability       "math"
     reward_model  {"style": "rule", "ground_truth": str}
     extra_info    {"split": str, "index": int (row in the source split), "dataset": registry name, "question": str}
 
 :func:`to_verl_rows` is pure (records in, rows out) so it is tested on fixture records; :func:`load_records` reads a
 Hugging Face dataset with ``datasets`` (on the cluster) or a JSONL file of source-format records (tests, offline).
-``python -m verl_lambda.reproduce.datasets DATA_DIR TRAIN EVAL`` prints the launchers' ``data.*_files`` overrides.
+:func:`build` writes ``DIR/<prompt>/{train,eval}/<name>.parquet``; ``python -m verl_lambda.reproduce.datasets
+DATA_DIR TRAIN EVAL [PROMPT]`` prints the launchers' ``data.*_files`` overrides for those files.
 """
 
 from __future__ import annotations
@@ -29,13 +40,45 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """Chat messages around a question; ``{question}`` in ``user`` is replaced (not ``str.format``: LaTeX braces)."""
+
+    name: str
+    user: str
+    system: str | None
+    source: str
+
+    def messages(self, question: str) -> list[dict[str, str]]:
+        user = {"role": "user", "content": self.user.replace("{question}", question)}
+        return [{"role": "system", "content": self.system}, user] if self.system is not None else [user]
+
+
+PROMPTS: dict[str, PromptTemplate] = {
+    prompt.name: prompt
+    for prompt in (
+        PromptTemplate(
+            name="qwen_boxed",
+            system="You are a helpful assistant.",
+            user="{question}\nPlease reason step by step, and put your final answer within \\boxed{}.",
+            source="Qwen2.5-Math evaluation's qwen-boxed template; SimpleRL-Zoo's prompt for Qwen2.5 base models",
+        ),
+        PromptTemplate(
+            name="verl",
+            system=None,
+            user="{question} Let's think step by step and output the final answer within \\boxed{}.",
+            source="verl's examples/data_preprocess/math_dataset.py",
+        ),
+    )
+}
+DEFAULT_PROMPT = "qwen_boxed"
 
 LAMBDA_GRPO = "λ-GRPO (arXiv 2510.06870)"
 GRPO_LAMBDA = "GRPO-λ (arXiv 2510.00194)"
@@ -58,7 +101,7 @@ class DatasetSpec:
     hf_id: str
     hf_config: str | None
     hf_split: str
-    question_fields: tuple[str, ...]  # the first present, non-empty field is the question
+    question_fields: tuple[str, ...]  # the first present, non-empty field is the question ("a.b": field b of a)
     answer_field: str
     answer_format: str  # PLAIN, GSM8K_HASH, BOXED or LIST
     size: int | None  # rows in the source split (after `keep`), as publicly documented; None if not known
@@ -66,6 +109,7 @@ class DatasetSpec:
     context_field: str | None = None  # prepended to the question when present (OlympiadBench)
     keep: Callable[[Mapping[str, Any]], bool] | None = None  # row filter (e.g. MATH levels)
     note: str = ""
+    hf_data_files: str | None = None  # a file of the Hub repository, for datasets published as files, not configs
 
     @property
     def source_file(self) -> str:
@@ -73,6 +117,8 @@ class DatasetSpec:
         parts = [self.hf_id.replace("/", "__")]
         if self.hf_config:
             parts.append(self.hf_config)
+        if self.hf_data_files:
+            parts.append(self.hf_data_files.split("/")[0])
         parts.append(self.hf_split)
         return "__".join(parts) + ".jsonl"
 
@@ -110,8 +156,29 @@ TRAIN_SPECS: dict[str, DatasetSpec] = {
             name="math_lvl3to5",
             size=None,
             keep=_math_level_at_least(3),
-            note="MATH training split, levels 3-5 only (the subset SimpleRL-Zoo and Dr. GRPO train on)",
+            note=(
+                "MATH training split (7,500 problems), levels 3-5 only; not SimpleRL-Zoo's level 3-5 set, which has"
+                " more problems than this split has in all (see simplerl_zoo_hard)"
+            ),
             **_MATH_TRAIN,
+        ),
+        DatasetSpec(
+            name="simplerl_zoo_hard",
+            title="SimpleRL-Zoo hard (MATH lv.3-5)",
+            data_source="math",
+            checker="math",
+            hf_id="hkust-nlp/SimpleRL-Zoo-Data",
+            hf_config=None,
+            hf_data_files="simplelr_qwen_level3to5/train.parquet",
+            hf_split="train",
+            question_fields=("extra_info.question",),
+            answer_field="extra_info.answer",
+            answer_format=PLAIN,
+            size=None,
+            note=(
+                "SimpleRL-Zoo's own 'Hard' training set (MATH levels 3-5, about 8K problems per its README), as the"
+                " authors publish it; its record fields are taken from third-party code, not verified here"
+            ),
         ),
         DatasetSpec(
             name="gsm8k_train",
@@ -147,6 +214,7 @@ TRAIN_SPECS: dict[str, DatasetSpec] = {
 TRAIN_SETS: dict[str, tuple[str, ...]] = {
     "math": ("math",),  # default: see README.md ("Reproduce the papers"), "Training set"
     "math_lvl3to5": ("math_lvl3to5",),
+    "simplerl_zoo_hard": ("simplerl_zoo_hard",),  # SimpleRL-Zoo's data, for comparisons with its published rows
     "gsm8k_math": ("gsm8k_train", "math"),  # exactly the data of verl's GRPO math example scripts
     "deepscaler": ("deepscaler",),
 }
@@ -297,9 +365,17 @@ def _plain(value: Any) -> str | None:
     return text or None
 
 
+def field_value(record: Mapping[str, Any], name: str) -> Any:
+    """``record[name]``; ``"a.b"`` is field ``b`` of the mapping in field ``a``. None when absent."""
+    value: Any = record
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
 def ground_truth(record: Mapping[str, Any], spec: DatasetSpec) -> str | None:
     """The answer of ``record`` as the checker compares it, or None when it cannot be read."""
-    value = record.get(spec.answer_field)
+    value = field_value(record, spec.answer_field)
     if spec.answer_format == PLAIN:
         return _plain(value)
     if spec.answer_format == GSM8K_HASH:
@@ -315,18 +391,21 @@ def ground_truth(record: Mapping[str, Any], spec: DatasetSpec) -> str | None:
 
 def question_text(record: Mapping[str, Any], spec: DatasetSpec) -> str | None:
     """The question of ``record``, after the spec's context field when that is present."""
-    question = next((str(record[f]).strip() for f in spec.question_fields if record.get(f)), None)
+    question = next((str(field_value(record, f)).strip() for f in spec.question_fields if field_value(record, f)), None)
     if question and spec.context_field and record.get(spec.context_field):
         question = f"{str(record[spec.context_field]).strip()}\n{question}"
     return question
 
 
-def to_verl_rows(records: Iterable[Mapping[str, Any]], spec: DatasetSpec, split: str) -> list[dict[str, Any]]:
-    """Convert source-format records of ``spec`` into verl's RL parquet rows.
+def to_verl_rows(
+    records: Iterable[Mapping[str, Any]], spec: DatasetSpec, split: str, prompt: str = DEFAULT_PROMPT
+) -> list[dict[str, Any]]:
+    """Convert source-format records of ``spec`` into verl's RL parquet rows, asking with template ``prompt``.
 
     Records the spec's filter rejects are left out. A record whose question or answer cannot be read is skipped
     (with a warning) in a training set and is an error in a benchmark, whose size must not change silently.
     """
+    template = PROMPTS[resolve_names(prompt, list(PROMPTS), "prompt")[0]]
     rows, skipped = [], []
     for index, record in enumerate(records):
         if spec.keep is not None and not spec.keep(record):
@@ -340,7 +419,7 @@ def to_verl_rows(records: Iterable[Mapping[str, Any]], spec: DatasetSpec, split:
         rows.append(
             {
                 "data_source": spec.data_source,
-                "prompt": [{"role": "user", "content": f"{question} {INSTRUCTION}"}],
+                "prompt": template.messages(question),
                 "ability": "math",
                 "reward_model": {"style": "rule", "ground_truth": answer},
                 "extra_info": {"split": split, "index": index, "dataset": spec.name, "question": question},
@@ -364,6 +443,8 @@ def load_records(spec: DatasetSpec, from_dir: str | Path | None = None) -> list[
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     import datasets  # the Hugging Face library; only needed when downloading
 
+    if spec.hf_data_files:
+        return datasets.load_dataset(spec.hf_id, data_files=spec.hf_data_files, split=spec.hf_split).to_list()
     return datasets.load_dataset(spec.hf_id, spec.hf_config, split=spec.hf_split).to_list()
 
 
@@ -397,13 +478,14 @@ def build(
     evals: str | Sequence[str] = "all",
     from_dir: str | Path | None = None,
     limit: int | None = None,
+    prompts: str | Sequence[str] = "all",
 ) -> dict[str, Any]:
-    """Write ``out_dir/train/<set>.parquet`` and ``out_dir/eval/<benchmark>.parquet``; return (and write) a manifest.
+    """Write ``out_dir/<prompt>/train/<set>.parquet`` and ``out_dir/<prompt>/eval/<benchmark>.parquet`` for every
+    prompt template of ``prompts``; return (and write to ``out_dir/manifest.json``) what was written.
 
     ``limit`` keeps the first rows of each dataset (smoke runs); a benchmark is otherwise written whole.
     """
     out_dir = Path(out_dir).expanduser()
-    manifest: dict[str, Any] = {"instruction": INSTRUCTION, "train": {}, "eval": {}}
     cache: dict[str, list[dict[str, Any]]] = {}
 
     def records(spec: DatasetSpec) -> list[dict[str, Any]]:
@@ -411,46 +493,62 @@ def build(
             cache[spec.source_file] = load_records(spec, from_dir)
         return cache[spec.source_file]
 
-    for name in resolve_names(train, list(TRAIN_SETS), "training set"):
-        rows = []
-        for spec_name in TRAIN_SETS[name]:
-            spec = TRAIN_SPECS[spec_name]
-            rows += to_verl_rows(records(spec), spec, "train")[:limit]
-        path = out_dir / "train" / f"{name}.parquet"
-        write_parquet(rows, path)
-        manifest["train"][name] = {"path": str(path), "rows": len(rows), "sources": list(TRAIN_SETS[name])}
-    for name in resolve_names(evals, list(EVAL_SPECS), "benchmark"):
-        spec = EVAL_SPECS[name]
-        rows = to_verl_rows(records(spec), spec, "test")[:limit]
-        if limit is None and spec.size is not None and len(rows) != spec.size:
-            logger.warning("%s: %d rows, the published benchmark has %d", name, len(rows), spec.size)
-        path = out_dir / "eval" / f"{name}.parquet"
-        write_parquet(rows, path)
-        manifest["eval"][name] = {"path": str(path), "rows": len(rows), "data_source": spec.data_source}
+    train_names = resolve_names(train, list(TRAIN_SETS), "training set")
+    eval_names = resolve_names(evals, list(EVAL_SPECS), "benchmark")
+    manifest: dict[str, Any] = {"prompts": {}}
+    for prompt in resolve_names(prompts, list(PROMPTS), "prompt"):
+        written: dict[str, Any] = {"template": asdict(PROMPTS[prompt]), "train": {}, "eval": {}}
+        for name in train_names:
+            rows = []
+            for spec_name in TRAIN_SETS[name]:
+                spec = TRAIN_SPECS[spec_name]
+                rows += to_verl_rows(records(spec), spec, "train", prompt)[:limit]
+            path = out_dir / prompt / "train" / f"{name}.parquet"
+            write_parquet(rows, path)
+            written["train"][name] = {"path": str(path), "rows": len(rows), "sources": list(TRAIN_SETS[name])}
+        for name in eval_names:
+            spec = EVAL_SPECS[name]
+            rows = to_verl_rows(records(spec), spec, "test", prompt)[:limit]
+            if limit is None and spec.size is not None and len(rows) != spec.size:
+                logger.warning("%s: %d rows, the published benchmark has %d", name, len(rows), spec.size)
+            path = out_dir / prompt / "eval" / f"{name}.parquet"
+            write_parquet(rows, path)
+            written["eval"][name] = {"path": str(path), "rows": len(rows), "data_source": spec.data_source}
+        manifest["prompts"][prompt] = written
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
 
 
-def data_overrides(
-    data_dir: str | Path, train: str = DEFAULT_TRAIN_SET, evals: str | Sequence[str] = "all"
-) -> list[str]:
-    """verl's ``data.train_files`` / ``data.val_files`` overrides for the files :func:`build` writes."""
+def eval_files(data_dir: str | Path, evals: str | Sequence[str] = "all", prompt: str = DEFAULT_PROMPT) -> list[Path]:
+    """The benchmark files :func:`build` writes for ``evals`` and ``prompt`` (absolute paths, registry order)."""
     data_dir = Path(data_dir).expanduser().absolute()
-    if train not in TRAIN_SETS:
-        raise ValueError(f"unknown training set {train!r}; choose from {list(TRAIN_SETS)}")
+    [prompt] = resolve_names(prompt, list(PROMPTS), "prompt")
     benchmarks = resolve_names(evals, list(EVAL_SPECS), "benchmark")
     if not benchmarks:
         raise ValueError("at least one benchmark is needed for validation")
-    val_files = ",".join(f"'{data_dir / 'eval' / name}.parquet'" for name in benchmarks)
-    return [f"data.train_files='{data_dir / 'train' / train}.parquet'", f"data.val_files=[{val_files}]"]
+    return [data_dir / prompt / "eval" / f"{name}.parquet" for name in benchmarks]
+
+
+def data_overrides(
+    data_dir: str | Path,
+    train: str = DEFAULT_TRAIN_SET,
+    evals: str | Sequence[str] = "all",
+    prompt: str = DEFAULT_PROMPT,
+) -> list[str]:
+    """verl's ``data.train_files`` / ``data.val_files`` overrides for the files :func:`build` writes."""
+    if train not in TRAIN_SETS:
+        raise ValueError(f"unknown training set {train!r}; choose from {list(TRAIN_SETS)}")
+    val_files = eval_files(data_dir, evals, prompt)
+    train_file = val_files[0].parents[1] / "train" / f"{train}.parquet"
+    return [f"data.train_files='{train_file}'", "data.val_files=[" + ",".join(f"'{f}'" for f in val_files) + "]"]
 
 
 if __name__ == "__main__":
-    # python -m verl_lambda.reproduce.datasets DATA_DIR TRAIN EVAL: the data overrides, one per line (launchers).
+    # python -m verl_lambda.reproduce.datasets DATA_DIR TRAIN EVAL [PROMPT]: the data overrides, one per line.
     import sys
 
     try:
-        print("\n".join(data_overrides(*sys.argv[1:4])))
+        print("\n".join(data_overrides(*sys.argv[1:5])))
     except (TypeError, ValueError) as exc:
         sys.exit(f"verl_lambda.reproduce.datasets: {exc}")

@@ -1,21 +1,37 @@
-"""The papers' table from verl's logged validation metrics: one row per run, per-benchmark accuracy and average.
+r"""The papers' table from the runs' results: mean ± std over seeds, and paired bootstrap intervals against GRPO.
 
-    python -m verl_lambda.reproduce.report outputs/*/metrics.jsonl [--step last|N] [--markdown] [--baseline LABEL]
-    python -m verl_lambda.reproduce.report outputs/                 # every metrics file below a directory
-    python -m verl_lambda.reproduce.report a=x.jsonl b=y.jsonl --benchmarks aime24,math500,olympiadbench,minerva,amc23
+    python -m verl_lambda.reproduce.report outputs/                       # every run and evaluation below outputs/
+    python -m verl_lambda.reproduce.report outputs/ --kind eval           # only scripts/eval_ckpt.sh results
+    python -m verl_lambda.reproduce.report outputs/ --step 0 --kind train # the base model (validation at step 0)
+    python -m verl_lambda.reproduce.report outputs/ --metric acc_strict   # the strict checker's scores
+    python -m verl_lambda.reproduce.report outputs/ --benchmarks aime24,math500,olympiadbench,minerva,amc23
 
-Input: the JSONL of verl's ``file`` logger (``trainer.logger=[...,file]``; ``VERL_FILE_LOGGER_PATH`` or
-``$VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl``), one line per step: ``{"step": s, "data": {metric: value}}``.
-verl logs validation as ``val-core/<data_source>/acc/mean@N`` (N = samples per prompt, ``rollout.val_kwargs.n``):
-the mean over a benchmark's problems of the per-problem accuracy, i.e. pass@1 averaged over N samples. The table
-shows it in %, for the validation step chosen by ``--step`` (``last``: the last validated step of each run; ``0``:
-before training, if ``trainer.val_before_train``).
+**Inputs.** A result is a folder with verl's file-logger output (``metrics*.jsonl``; the launchers write
+``<OUT_DIR>/metrics.jsonl``, keeping a resumed run's earlier segments as ``metrics.<time>.jsonl``) and, where
+``trainer.validation_data_dir`` was set, per-problem dumps ``validation/<step>.jsonl`` (one line per response with
+our reward's ``acc``, ``acc_strict``, ``acc_math_verify`` and ``problem``). A training run's folder has
+``run.json`` (written by the launcher: model, method, data, prompt, checker, seed, ...); an evaluation's folder
+(``scripts/eval_ckpt.sh``) has ``eval.json`` (the checkpoint, its step and the decoding settings). A JSONL file given
+directly is a run too (labelled ``LABEL=`` or by its name). Directories are searched recursively.
 
-A run's label is ``LABEL=`` when given, else the file name without ``.jsonl``, or the folder name for files called
-``metrics*.jsonl`` (the launchers write ``<OUT_DIR>/metrics.jsonl``, ``OUT_DIR`` named after the experiment). Files
-with the same label are one run (a resumed run: later files win for the steps they share). Columns follow the
-registry's benchmark order, then any other data_source; ``Avg`` is the unweighted mean over the columns shown, as the
-papers average (missing when a run lacks a column).
+**Rows.** Results that differ only in their seed are one row, labelled by the run name without ``-s<seed>``
+(``qwen2.5-7b-grpo-math``), one row per kind (training-time validation, each evaluation setting). A row shows, per
+benchmark and for the unweighted average over the benchmarks shown (as the papers average), the mean ± sample
+standard deviation over its seeds, in %. A seed's benchmark score is the mean over the benchmark's problems of the
+problem's mean over its samples (avg@k), from the dumps; without dumps, verl's logged ``mean@N`` (the same number).
+The step of each row is its last validated one (``--step`` chooses another); a warning says when rows, or the seeds
+of a row, come from different steps. ``clip`` is the share of training responses that hit the length cap
+(``response_length/clip_ratio``), mean of the last 10 training steps up to that step.
+
+**Differences.** Each method's row is set against the row of ``--baseline`` (GRPO) with the same settings otherwise
+(model, data, prompt, checker, evaluation). The difference per benchmark is the mean over seeds present in both and
+problems scored in both of the per-problem difference (seed *s* of a method against seed *s* of the baseline: same
+data order and rollout seed); the average is the mean over benchmarks. The 95% interval is a paired bootstrap
+(:func:`paired_bootstrap`): each replicate resamples the paired seeds, and the problems of each benchmark, with
+replacement. It needs the per-problem dumps.
+
+**Also printed:** the number of problems scored per benchmark (from the dumps; fewer than the benchmark has is
+flagged), and the published numbers of :mod:`verl_lambda.reproduce.published` for the models in the table.
 """
 
 from __future__ import annotations
@@ -25,123 +41,419 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from verl_lambda.metrics import is_metrics_file, read_metrics
+from verl_lambda.reproduce import published
 from verl_lambda.reproduce.datasets import EVAL_SPECS
 
-_ACC = re.compile(r"^val-core/(?P<source>.+)/acc/mean@(?P<n>\d+)$")
+METRICS = ("acc", "acc_strict", "acc_math_verify")
 TITLES = {spec.data_source: spec.title for spec in EVAL_SPECS.values()}
+SIZES = {spec.data_source: spec.size for spec in EVAL_SPECS.values()}
 ORDER = [spec.data_source for spec in EVAL_SPECS.values()]
+_VAL = re.compile(r"^val-(?:core|aux)/(?P<source>.+)/(?P<metric>acc(?:_strict|_math_verify)?)/mean@(?P<n>\d+)$")
+_SEED = re.compile(r"^(?P<name>.+)-s(?P<seed>\d+)$")
+# Settings that do not make two results different rows.
+_NOT_GROUPING = {"seed", "cpu"}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------------------------
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (``ddof=1``; None for a single value)."""
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), (float(array.std(ddof=1)) if len(array) > 1 else None)
 
 
 @dataclass
-class Run:
-    label: str
-    files: list[Path] = field(default_factory=list)
-    steps: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> validation metrics
+class Interval:
+    estimate: float
+    low: float
+    high: float
 
-    def add(self, path: Path) -> None:
-        """Merge the validation metrics of one file (later files win for the steps they share)."""
-        self.files.append(path)
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+
+def paired_bootstrap(
+    diffs: Mapping[str, np.ndarray], reps: int = 10_000, seed: int = 0, level: float = 0.95
+) -> tuple[dict[str, Interval], Interval]:
+    """Percentile bootstrap of paired differences, per benchmark and for their unweighted average.
+
+    Args:
+        diffs: per benchmark, a ``(seeds, problems)`` array of per-problem differences (method − baseline), every
+            array with the same seeds in the same order.
+        reps: bootstrap replicates.
+        seed: of the generator (``numpy.random.default_rng``), so the interval is reproducible.
+        level: coverage of the interval.
+
+    Each replicate draws seed indices ``rng.integers(0, S, S)`` once (seeds shared by the benchmarks, since a seed
+    moves every benchmark of a run), then for each benchmark in order problem indices ``rng.integers(0, P, P)``;
+    the replicate's difference for a benchmark is the mean of ``d[s, p]`` over the drawn seeds and problems, and
+    its average difference the mean over benchmarks.
+    """
+    names = list(diffs)
+    if not names:
+        raise ValueError("no benchmarks to bootstrap")
+    seeds = {diffs[b].shape[0] for b in names}
+    if len(seeds) != 1 or 0 in seeds or any(diffs[b].shape[1] == 0 for b in names):
+        raise ValueError("every benchmark needs the same seeds and at least one problem")
+    (n_seeds,) = seeds
+    rng = np.random.default_rng(seed)
+    samples = np.empty((reps, len(names)))
+    for r in range(reps):
+        seed_index = rng.integers(0, n_seeds, n_seeds)
+        for j, b in enumerate(names):
+            d = diffs[b]
+            problem_index = rng.integers(0, d.shape[1], d.shape[1])
+            samples[r, j] = d[:, problem_index].mean(axis=1)[seed_index].mean()
+    tail = 100 * (1 - level) / 2
+    lows, highs = np.percentile(samples, tail, axis=0), np.percentile(samples, 100 - tail, axis=0)
+    per_benchmark = {b: Interval(float(diffs[b].mean()), float(lows[j]), float(highs[j])) for j, b in enumerate(names)}
+    averages = samples.mean(axis=1)
+    average = Interval(
+        float(np.mean([diffs[b].mean() for b in names])),
+        float(np.percentile(averages, tail)),
+        float(np.percentile(averages, 100 - tail)),
+    )
+    return per_benchmark, average
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Results: one run folder, evaluation folder or metrics file
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scores:
+    """One result's scores at one step."""
+
+    step: int
+    accuracy: dict[str, float]  # data_source -> accuracy in [0, 1]
+    samples: dict[str, int]  # data_source -> samples per problem (the N of mean@N; the largest when they vary)
+    problems: dict[str, dict[str, float]] = field(default_factory=dict)  # data_source -> problem -> mean score
+
+
+@dataclass
+class Result:
+    path: Path
+    kind: str  # "train" or "eval"
+    label: str
+    seed: int | None
+    settings: dict[str, Any]
+    metrics: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> every metric logged at that step
+    checkpoint_step: int | None = None  # eval: the evaluated checkpoint's step
+
+    @property
+    def validated_steps(self) -> list[int]:
+        return sorted(s for s, m in self.metrics.items() if any(_VAL.match(k) for k in m))
+
+    def dump(self, step: int) -> Path:
+        return self.path / "validation" / f"{step}.jsonl"
+
+    def clip_ratio(self, step: int, window: int = 10) -> float | None:
+        """Mean ``response_length/clip_ratio`` of the last ``window`` training steps up to ``step``."""
+        values = [m.get("response_length/clip_ratio") for s, m in sorted(self.metrics.items()) if s <= step]
+        values = [v for v in values if isinstance(v, int | float)][-window:]
+        return float(np.mean(values)) if values else None
+
+    def scores(self, step: int, metric: str) -> Scores | None:
+        """The scores at ``step`` (from the dump when there is one), None if the step was not validated."""
+        if step not in self.validated_steps:
+            return None
+        dump = self.dump(step)
+        if dump.exists():
+            from_dump = scores_from_dump(dump, metric, step)
+            if from_dump is not None:
+                return from_dump
+        return scores_from_metrics(self.metrics[step], metric, step)
+
+
+def scores_from_metrics(metrics: Mapping[str, Any], metric: str, step: int) -> Scores:
+    """Per-benchmark accuracy from verl's ``val-*/<data_source>/<metric>/mean@N`` (the largest N logged)."""
+    accuracy: dict[str, float] = {}
+    samples: dict[str, int] = {}
+    for key, value in metrics.items():
+        match = _VAL.match(key)
+        if match and match["metric"] == metric and isinstance(value, int | float) and math.isfinite(value):
+            source, n = match["source"], int(match["n"])
+            if n >= samples.get(source, 0):
+                accuracy[source], samples[source] = float(value), n
+    return Scores(step, accuracy, samples)
+
+
+def scores_from_dump(path: Path, metric: str, step: int) -> Scores | None:
+    """Per-problem scores from a ``trainer.validation_data_dir`` dump (None if it lacks ``problem`` or ``metric``)."""
+    per_problem: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    with open(path) as handle:
+        for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
-                step, data = int(entry["step"]), entry["data"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{number}: not a verl file-logger line ({exc})") from exc
-            values = {k: float(v) for k, v in data.items() if k.startswith("val-core/") and _ACC.match(k)}
-            if values:
-                self.steps.setdefault(step, {}).update(values)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc})") from exc
+            problem, value = entry.get("problem"), entry.get(metric)
+            if not problem or value is None:
+                return None  # another reward function's dump: fall back to the logged means
+            source = problem.rsplit("/", 1)[0]
+            per_problem[source][problem].append(float(value))
+    problems = {s: {p: float(np.mean(v)) for p, v in ps.items()} for s, ps in per_problem.items()}
+    accuracy = {s: float(np.mean(list(ps.values()))) for s, ps in problems.items()}
+    samples = {s: max(len(v) for v in ps.values()) for s, ps in per_problem.items()}
+    return Scores(step, accuracy, samples, problems)
 
 
-def accuracies(metrics: Mapping[str, float]) -> dict[str, tuple[float, int]]:
-    """``{data_source: (accuracy in [0, 1], N)}``, taking the largest N a benchmark was logged with."""
-    found: dict[str, tuple[float, int]] = {}
-    for key, value in metrics.items():
-        match = _ACC.match(key)
-        if match and math.isfinite(value):
-            source, n = match["source"], int(match["n"])
-            if source not in found or n > found[source][1]:
-                found[source] = (value, n)
-    return found
+def _load_metrics(files: Iterable[Path]) -> dict[int, dict[str, Any]]:
+    """Merge file-logger files of one result, oldest first (a resumed run's later segment wins shared steps)."""
+    merged: dict[int, dict[str, Any]] = {}
+    for path in sorted(files, key=lambda p: (p.stat().st_mtime, p.name)):
+        for record in read_metrics(path, missing_ok=False):
+            merged.setdefault(record["step"], {}).update({k: v for k, v in record.items() if k != "step"})
+    return merged
 
 
-def is_file_logger_output(path: Path) -> bool:
-    """Whether the first line of ``path`` is a verl file-logger record (not, e.g., a dump of generations)."""
-    with open(path) as handle:
-        first = next((line for line in handle if line.strip()), "")
-    try:
-        entry = json.loads(first)
-    except ValueError:
-        return False
-    return isinstance(entry, dict) and set(entry) == {"step", "data"}
+def _label_and_seed(name: str, seed: int | None) -> tuple[str, int | None]:
+    match = _SEED.match(name)
+    if match and (seed is None or int(match["seed"]) == seed):
+        return match["name"], int(match["seed"])
+    return name, seed
 
 
-def label_of(path: Path) -> str:
-    return path.parent.resolve().name if path.stem.startswith("metrics") else path.stem
+def load_result(path: Path, label: str | None = None) -> Result:
+    """A result from a folder (run or evaluation) or a single metrics file."""
+    if path.is_file():
+        name = path.parent.resolve().name if path.stem.startswith("metrics") else path.stem
+        base, seed = _label_and_seed(label or name, None)
+        return Result(path.parent, "train", base, seed, {}, _load_metrics([path]))
+    files = [f for f in path.glob("metrics*.jsonl") if is_metrics_file(f)]
+    if (path / "eval.json").exists():
+        record = json.loads((path / "eval.json").read_text())
+        run = record.get("run") or {}
+        run_settings = dict(run.get("settings", {}))
+        seed = run_settings.get("seed")
+        base, seed = _label_and_seed(label or record.get("label") or path.name, seed)
+        settings = {**{k: v for k, v in run_settings.items() if k not in ("prompt", "checker")}, **record["settings"]}
+        settings["eval"] = record.get("tag", "")
+        label = f"{base} [{settings['eval']}]" if settings["eval"] else base
+        return Result(path, "eval", label, seed, settings, _load_metrics(files), record.get("step"))
+    run = json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
+    settings = dict(run.get("settings", {}))
+    base, seed = _label_and_seed(label or run.get("experiment") or path.name, settings.get("seed"))
+    return Result(path, "train", base, seed, settings, _load_metrics(files))
 
 
-def collect(arguments: Sequence[str]) -> dict[str, Run]:
-    """Runs from ``PATH``, ``LABEL=PATH`` or directory arguments (every file-logger ``*.jsonl`` below a directory)."""
-    runs: dict[str, Run] = {}
+def collect(arguments: Sequence[str]) -> list[Result]:
+    """Results from ``PATH`` or ``LABEL=PATH`` arguments; a directory is searched for result folders."""
+    results: list[Result] = []
     for argument in arguments:
-        label, path = "", Path(argument).expanduser()
+        label, path = None, Path(argument).expanduser()
         if not path.exists() and "=" in argument:
             label, _, rest = argument.partition("=")
             path = Path(rest).expanduser()
-        if path.is_dir():
-            files = sorted(path.rglob("*.jsonl"), key=lambda p: (p.stat().st_mtime, str(p)))
-            files = [f for f in files if is_file_logger_output(f)]  # skip dumped generations and the like
-        elif path.is_file():
-            files = [path]
-        else:
+        if not path.exists():
             raise FileNotFoundError(f"no such file or directory: {path}")
-        for file in files:
-            name = label or label_of(file)
-            runs.setdefault(name, Run(name)).add(file)
-    return runs
+        if path.is_file():
+            results.append(load_result(path, label))
+            continue
+        folders = {f.parent for f in path.rglob("metrics*.jsonl") if is_metrics_file(f)}
+        folders |= {f.parent for f in path.rglob("eval.json")}
+        for folder in sorted(folders):
+            results.append(load_result(folder, label))
+    return results
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Row:
     label: str
-    step: int | None
-    values: dict[str, float | None]  # data_source -> accuracy in %
-    average: float | None
-    samples: dict[str, int] = field(default_factory=dict)  # data_source -> N of its mean@N
+    kind: str
+    settings: dict[str, Any]
+    members: list[tuple[Result, Scores]]  # one per seed, sorted by seed
+    values: dict[str, tuple[float, float | None]]  # data_source -> (mean, std) over seeds, in %
+    average: tuple[float, float | None] | None
+    steps: list[int]
+    samples: dict[str, int]
+    clip: float | None
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [r.seed for r, _ in self.members]
+
+    @property
+    def algo(self) -> str | None:
+        return self.settings.get("algo")
+
+    def key_without(self, *names: str) -> str:
+        kept = {k: v for k, v in self.settings.items() if k not in names}
+        return json.dumps({"kind": self.kind, **kept}, sort_keys=True, default=str)
+
+    def problems(self, source: str) -> list[int]:
+        return [len(s.problems.get(source, {})) for _, s in self.members if s.problems]
 
 
-def table(
-    runs: Mapping[str, Run], step: str = "last", benchmarks: Sequence[str] | None = None
-) -> tuple[list[tuple[str, int]], list[Row]]:
-    """``(columns, rows)``: columns are ``(data_source, N)``; rows hold accuracies in % and their average."""
-    chosen: dict[str, tuple[int | None, dict[str, tuple[float, int]]]] = {}
-    for label, run in runs.items():
-        if not run.steps:
-            chosen[label] = (None, {})
-        elif step == "last":
-            last = max(run.steps)
-            chosen[label] = (last, accuracies(run.steps[last]))
-        else:
-            wanted = int(step)
-            chosen[label] = (wanted, accuracies(run.steps[wanted])) if wanted in run.steps else (None, {})
-    sources = {s for _, acc in chosen.values() for s in acc}
-    if benchmarks:
-        columns = [b if b not in EVAL_SPECS else EVAL_SPECS[b].data_source for b in benchmarks]
+def _step_order(step: int | None) -> tuple[bool, int]:
+    return step is None, step or 0
+
+
+def _chosen_step(result: Result, step: str) -> int | None:
+    steps = result.validated_steps
+    if not steps:
+        return None
+    if result.kind == "eval" or step == "last":
+        return steps[-1]
+    return int(step) if int(step) in steps else None
+
+
+def build_rows(
+    results: Sequence[Result], step: str = "last", metric: str = "acc", columns: Sequence[str] | None = None
+) -> tuple[list[str], list[Row], list[str]]:
+    """``(columns, rows, warnings)``: rows group results that differ only in their seed."""
+    warnings: list[str] = []
+    groups: dict[str, list[tuple[Result, Scores]]] = {}
+    labels: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for result in results:
+        at = _chosen_step(result, step)
+        scores = result.scores(at, metric) if at is not None else None
+        if scores is None or not scores.accuracy:
+            warnings.append(f"{result.path}: no {metric} validation at step {step}; left out")
+            continue
+        settings = {k: v for k, v in result.settings.items() if k not in _NOT_GROUPING}
+        key = json.dumps([result.kind, result.label, settings], sort_keys=True, default=str)
+        members = groups.setdefault(key, [])
+        if any(r.seed == result.seed for r, _ in members):
+            warnings.append(f"{result.path}: a second result for {result.label} seed {result.seed}; left out")
+            continue
+        members.append((result, scores))
+        labels[key] = (result.label, result.kind, settings)
+    sources = {s for members in groups.values() for _, sc in members for s in sc.accuracy}
+    if columns:
+        chosen = [EVAL_SPECS[c].data_source if c in EVAL_SPECS else c for c in columns]
     else:
-        columns = [s for s in ORDER if s in sources] + sorted(sources - set(ORDER))
-    samples = {c: max((acc[c][1] for _, acc in chosen.values() if c in acc), default=1) for c in columns}
+        chosen = [s for s in ORDER if s in sources] + sorted(sources - set(ORDER))
     rows = []
-    for label, (at, acc) in chosen.items():
-        values = {c: (100.0 * acc[c][0] if c in acc else None) for c in columns}
-        present = [v for v in values.values() if v is not None]
-        average = sum(present) / len(present) if present and len(present) == len(columns) else None
-        rows.append(Row(label, at, values, average, {c: acc[c][1] for c in columns if c in acc}))
-    return [(c, samples[c]) for c in columns], rows
+    for key, members in groups.items():
+        label, kind, settings = labels[key]
+        members.sort(key=lambda m: (m[0].seed is None, m[0].seed or 0))
+        values = {}
+        for c in chosen:
+            per_seed = [100 * sc.accuracy[c] for _, sc in members if c in sc.accuracy]
+            if len(per_seed) == len(members):
+                values[c] = mean_std(per_seed)
+        complete = all(c in sc.accuracy for _, sc in members for c in chosen)
+        averages = [100 * float(np.mean([sc.accuracy[c] for c in chosen])) for _, sc in members] if complete else []
+        samples = {c: max(sc.samples.get(c, 0) for _, sc in members) for c in chosen}
+        steps = sorted({(r.checkpoint_step if r.kind == "eval" else sc.step) for r, sc in members}, key=_step_order)
+        clips = [r.clip_ratio(sc.step) for r, sc in members if r.kind == "train"]
+        clips = [c for c in clips if c is not None]
+        rows.append(
+            Row(
+                label, kind, settings, members, values, mean_std(averages) if complete else None, steps, samples,
+                float(np.mean(clips)) if clips else None,
+            )
+        )  # fmt: skip
+    rows.sort(key=lambda r: (r.kind, r.label, json.dumps(r.settings, sort_keys=True, default=str)))
+    _disambiguate(rows)
+    steps_seen = {tuple(r.steps) for r in rows}
+    if len(steps_seen) > 1:
+        warnings.append("rows come from different steps: " + ", ".join(f"{r.label}: {r.steps}" for r in rows))
+    for r in rows:
+        if len(r.steps) > 1:
+            warnings.append(f"{r.label}: its seeds come from different steps {r.steps}")
+        if len(r.members) < 3:
+            warnings.append(f"{r.label}: {len(r.members)} seed(s); at least 3 per row are recommended")
+    return chosen, rows, warnings
+
+
+def _disambiguate(rows: list[Row]) -> None:
+    """Rows that share a label but differ in settings get the differing settings appended to the label."""
+    by_label: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        by_label[(r.kind, r.label)].append(r)
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        keys = sorted({k for r in same for k in r.settings})
+        differing = [k for k in keys if len({json.dumps(r.settings.get(k), default=str) for r in same}) > 1]
+        for r in same:
+            r.label += " (" + ", ".join(f"{k}={r.settings.get(k)}" for k in differing) + ")"
+
+
+@dataclass
+class Comparison:
+    row: Row
+    baseline: Row
+    per_benchmark: dict[str, Interval | float]  # an Interval with dumps, else the difference of the means
+    average: Interval | float | None
+    seeds: list[int | None]
+    note: str = ""
+
+
+def compare(
+    rows: Sequence[Row], columns: Sequence[str], baseline: str = "grpo", reps: int = 10_000
+) -> tuple[list[Comparison], list[str]]:
+    """Each row against the ``baseline`` algorithm's row with otherwise equal settings."""
+    notes: list[str] = []
+    comparisons = []
+    for row in rows:
+        if row.algo in (None, baseline):
+            continue
+        # The baseline with the same settings; a method's own extra overrides (its options) may differ.
+        candidates = [b for b in rows if b.algo == baseline]
+        base = next((b for b in candidates if b.key_without("algo") == row.key_without("algo")), None)
+        loose = ("algo", "extra_overrides")
+        base = base or next((b for b in candidates if b.key_without(*loose) == row.key_without(*loose)), None)
+        if base is None:
+            notes.append(f"{row.label}: no {baseline} row with the same settings to compare with")
+            continue
+        mine = {r.seed: sc for r, sc in row.members}
+        theirs = {r.seed: sc for r, sc in base.members}
+        seeds = [s for s in mine if s in theirs]
+        if not seeds:
+            notes.append(f"{row.label}: no seed in common with {base.label}")
+            continue
+        if set(mine) != set(theirs):
+            notes.append(f"{row.label}: compared on the seeds both have, {seeds}")
+        if all(mine[s].problems and theirs[s].problems for s in seeds):
+            diffs, note = {}, ""
+            for c in columns:
+                common = set.intersection(
+                    *(set(mine[s].problems.get(c, {})) & set(theirs[s].problems.get(c, {})) for s in seeds)
+                )
+                if not common:
+                    continue
+                order = sorted(common)
+                diffs[c] = (
+                    np.array([[mine[s].problems[c][p] - theirs[s].problems[c][p] for p in order] for s in seeds]) * 100
+                )
+            intervals, average = paired_bootstrap(diffs, reps=reps) if diffs else ({}, None)
+            if len(diffs) < len(columns):
+                note, average = "some benchmarks have no problems in common", None
+            comparisons.append(Comparison(row, base, dict(intervals), average, seeds, note))
+        else:
+            per = {
+                c: float(np.mean([mine[s].accuracy[c] - theirs[s].accuracy[c] for s in seeds])) * 100
+                for c in columns
+                if all(c in mine[s].accuracy and c in theirs[s].accuracy for s in seeds)
+            }
+            average = float(np.mean(list(per.values()))) if len(per) == len(columns) else None
+            comparisons.append(Comparison(row, base, per, average, seeds, "no per-problem dumps: no interval"))
+    return comparisons, notes
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------------------
 
 
 def _title(source: str, n: int) -> str:
@@ -149,72 +461,140 @@ def _title(source: str, n: int) -> str:
     return f"{title} (avg@{n})" if n > 1 else title
 
 
-def _cell(value: float | None, n: int | None = None, column_n: int | None = None) -> str:
+def _ms(value: tuple[float, float | None] | None) -> str:
     if value is None:
         return "–"
-    return f"{value:.1f}" if n == column_n else f"{value:.1f}@{n}"  # a run logged with another N says so
+    mean, std = value
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
 
 
-def _signed(value: float | None) -> str:
-    return "–" if value is None else f"{value:+.1f}"
+def _diff(value: Interval | float | None) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, Interval):
+        return f"{value.estimate:+.1f} [{value.low:+.1f}, {value.high:+.1f}]"
+    return f"{value:+.1f}"
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in body)])
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row))
+
+    return "\n".join([line(header), *(line(r) for r in body)])
+
+
+def _model_of(row: Row) -> str | None:
+    from verl_lambda.reproduce.launch import model_tag
+
+    model = row.settings.get("model")
+    return model_tag(str(model)) if model else None
 
 
 def render(
-    columns: Sequence[tuple[str, int]], rows: Sequence[Row], markdown: bool = False, baseline: str | None = None
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    comparisons: Sequence[Comparison],
+    metric: str = "acc",
+    baseline: str = "grpo",
+    markdown: bool = False,
 ) -> str:
-    header = ["run", "step", *(_title(c, n) for c, n in columns), "Avg"]
+    samples = {c: max((r.samples.get(c, 1) for r in rows), default=1) for c in columns}
+    header = ["row", "kind", "seeds", "step", *(_title(c, samples[c]) for c in columns), "Avg", "clip"]
     body = []
     for r in rows:
-        cells = [_cell(r.values[c], r.samples.get(c), n) for c, n in columns]
-        body.append([r.label, "–" if r.step is None else str(r.step), *cells, _cell(r.average)])
-    if baseline is not None:
-        base = next((r for r in rows if r.label == baseline), None)
-        if base is None:
-            raise ValueError(f"--baseline {baseline!r} is not one of the runs: {[r.label for r in rows]}")
-        for r in rows:
-            if r is base:
-                continue
-            diffs = [
-                None if r.values[c] is None or base.values[c] is None else r.values[c] - base.values[c]
-                for c, _ in columns
-            ]
-            average = None if r.average is None or base.average is None else r.average - base.average
-            body.append([f"Δ {r.label} − {baseline}", "", *(_signed(d) for d in diffs), _signed(average)])
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines)
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+        seeds = ",".join("?" if s is None else str(s) for s in r.seeds)
+        clip = "–" if r.clip is None else f"{100 * r.clip:.1f}%"
+        # a row sampled another number of times than the column title says is marked "@N"
+        cells = [
+            _ms(r.values.get(c)) + (f" @{r.samples[c]}" if r.samples.get(c, 1) != samples[c] else "") for c in columns
+        ]
+        body.append([r.label, r.kind, seeds, "/".join(map(str, r.steps)), *cells, _ms(r.average), clip])
+    out = [f"{metric}, in %: mean ± std over seeds (the seeds listed); a seed's score is avg@k over its problems"]
+    out.append(_table(header, body, markdown))
+    if comparisons:
+        out += [
+            "",
+            f"difference to {baseline}, in points: estimate [95% paired bootstrap interval over problems and seeds]",
+        ]
+        header = ["row", "baseline", "seeds", *(TITLES.get(c, c) for c in columns), "Avg", "note"]
+        body = []
+        for comp in comparisons:
+            seeds = ",".join("?" if s is None else str(s) for s in comp.seeds)
+            cells = [_diff(comp.per_benchmark.get(c)) for c in columns]
+            body.append([comp.row.label, comp.baseline.label, seeds, *cells, _diff(comp.average), comp.note])
+        out.append(_table(header, body, markdown))
+    problem_rows = []
+    for r in rows:
+        counts = [r.problems(c) for c in columns]
+        if not any(counts):
+            continue
+        cells = []
+        for c, n in zip(columns, counts, strict=True):
+            text = "–" if not n else (str(n[0]) if len(set(n)) == 1 else f"{min(n)}-{max(n)}")
+            if n and SIZES.get(c) and max(n) < SIZES[c]:
+                text += f" of {SIZES[c]}"
+            cells.append(text)
+        problem_rows.append([r.label, *cells])
+    if problem_rows:
+        out += ["", "problems scored (from the per-problem dumps)"]
+        out.append(_table(["row", *(TITLES.get(c, c) for c in columns)], problem_rows, markdown))
+    out += _published(rows, columns, baseline)
+    return "\n".join(out)
 
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
 
-    return "\n".join([line(header), *(line(row) for row in body)])
+def _published(rows: Sequence[Row], columns: Sequence[str], baseline: str) -> list[str]:
+    lines: list[str] = []
+    models = sorted({m for m in map(_model_of, rows) if m})
+    algos = sorted({r.algo for r in rows if r.algo and r.algo != baseline})
+    for model in models:
+        for algo in algos:
+            for d in published.deltas_for(algo, baseline, model):
+                lines.append(f"  {algo} − {baseline}, {model}: {d.text} points, average of {d.benchmarks} ({d.source})")
+        for kind, values in published.simplerl_zoo_rows(model).items():
+            cells = ", ".join(f"{TITLES.get(c, c)} {values[c]:.1f}" for c in columns if c in values)
+            decoding = "greedy" if kind == "base" else "temperature 1.0, top-p 0.95"
+            lines.append(
+                f"  SimpleRL-Zoo, {model} {kind} ({decoding}): {cells}; Avg of its six {values['avg']:.1f}, "
+                f"AIME24 avg@32 {values['aime24@32']:.1f} ({published.SIMPLERL_ZOO_README})"
+            )
+    if not lines:
+        return []
+    return ["", "published (not recomputed here; other training setups, checkers and decoding):", *lines]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="file-logger JSONL files, LABEL=FILE, or directories of them")
-    parser.add_argument("--step", default="last", help="'last' (default) or a step number, e.g. 0 for the base model")
-    parser.add_argument("--benchmarks", default=None, help="comma-separated columns (registry names or data_sources)")
-    parser.add_argument("--baseline", default=None, help="label of the run to subtract (adds Δ rows, in points)")
-    parser.add_argument("--markdown", action="store_true", help="a Markdown table")
+    parser.add_argument("results", nargs="+", help="run or evaluation folders, metrics JSONL files, LABEL=PATH")
+    parser.add_argument("--step", default="last", help="'last' (default) or a training step, e.g. 0 (the base model)")
+    parser.add_argument("--metric", default="acc", choices=METRICS, help="acc: the run's checker (default)")
+    parser.add_argument("--kind", default="all", choices=("all", "train", "eval"), help="which results to show")
+    parser.add_argument("--benchmarks", default=None, help="comma-separated columns (registry names)")
+    parser.add_argument("--baseline", default="grpo", help="the ALGO every other method is compared with")
+    parser.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap replicates (default 10000)")
+    parser.add_argument("--markdown", action="store_true", help="Markdown tables")
     args = parser.parse_args(argv)
-    if args.step != "last" and not args.step.lstrip("-").isdigit():
-        parser.error(f"--step must be 'last' or an integer, got {args.step!r}")
+    if args.step != "last" and not args.step.isdigit():
+        parser.error(f"--step must be 'last' or a step number, got {args.step!r}")
     try:
-        runs = collect(args.runs)
+        results = [r for r in collect(args.results) if args.kind in ("all", r.kind)]
+        if not results:
+            raise ValueError("no results (metrics*.jsonl or eval.json folders) in these paths")
         benchmarks = args.benchmarks.split(",") if args.benchmarks else None
-        columns, rows = table(runs, args.step, benchmarks)
-        if not columns:
-            raise ValueError("no val-core/<data_source>/acc/mean@N metrics in these files (was validation logged?)")
-        print(render(columns, rows, markdown=args.markdown, baseline=args.baseline))
+        columns, rows, warnings = build_rows(results, args.step, args.metric, benchmarks)
+        if not rows:
+            raise ValueError(f"no {args.metric} validation metrics at step {args.step} (was validation logged?)")
+        comparisons, notes = compare(rows, columns, args.baseline, args.bootstrap)
+        print(render(columns, rows, comparisons, args.metric, args.baseline, args.markdown))
     except (ValueError, FileNotFoundError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 1
-    for row in rows:
-        if row.step is None:
-            print(f"note: {row.label} has no validation at step {args.step}", file=sys.stderr)
+    for warning in [*warnings, *notes]:
+        print(f"note: {warning}", file=sys.stderr)
     return 0
 
 

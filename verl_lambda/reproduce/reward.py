@@ -1,103 +1,99 @@
-r"""``compute_score`` for verl's custom reward function: every ``data_source`` of the registry to its answer checker.
+r"""``compute_score`` for verl's custom reward function: every ``data_source`` of the registry, one answer checker.
 
     reward.custom_reward_function.path=pkg://verl_lambda.reproduce.reward
     reward.custom_reward_function.name=compute_score
+    reward.custom_reward_function.reward_kwargs.checker=math_verify   # the default; or strict
 
-Every prompt asks for the final answer in ``\boxed{}`` (:data:`verl_lambda.reproduce.datasets.INSTRUCTION`), so the
-answer of a response is the content of its last ``\boxed{}``; a response without one gets no credit, as in verl's
-MATH checker. Scores are 1.0 (correct) or 0.0, the scale of verl's MATH and GSM8K checkers (GRPO's group
-normalisation makes the scale irrelevant to training; it keeps ``acc`` an accuracy).
+Our code only extracts the answer and routes it; a maintained library decides whether it is right:
 
-=========================================================  =========  ==============================================
-data_source (registry name)                                checker    why
-=========================================================  =========  ==============================================
-``math500``, ``minerva``, ``olympiadbench``, ``aime24``,   ``math``   LaTeX answers (fractions, radicals, tuples,
-``amc23``; training: ``math``, ``deepscaler``                         intervals, units): string normalisation alone
-                                                                      misses equal forms, sympy alone is slow;
-                                                                      AIME/AMC numbers take the fast check 1
-``gsm8k`` (benchmark and training rows)                    ``gsm8k``  number answers; also accepts GSM8K's own
-                                                                      ``#### N`` ending when there is no box
-=========================================================  =========  ==============================================
+1. **Extraction.** Every prompt asks for the final answer in ``\boxed{}``, so the answer is the content of the last
+   ``\boxed{}`` (:func:`verl_lambda.reproduce.datasets.last_boxed`); a response without one gets no credit. GSM8K
+   rows (registry checker ``gsm8k``) also accept GSM8K's own ending ``#### <number>`` when there is no box, read
+   by verl's strict GSM8K extraction.
+2. **Numbers compare as numbers**, exactly, before any library: decimals (``18.00`` = ``18``), thousands
+   separators (``1,000``, ``10\,000``), scientific notation (``7.5e-13``), ``a \times 10^{b}`` / ``a \cdot 10^{b}``
+   and ``10^{b}``, with ``\$`` and a trailing percent sign dropped. This decides whenever both sides are numbers,
+   because neither library does it right: Math-Verify reads ``7.5e-13`` as 7.5·e − 13 (Euler's e), and verl's
+   PRM800K grader rounds near-integer floats, so it accepted ``\boxed{0}`` for ``7.5e-13`` and ``1e-10``.
+3. **The checker** (``reward_kwargs.checker``):
 
-``math``: the boxed answer is correct when one of these checks accepts it, in this order (2-4 are verl's):
+   - ``math_verify`` (default): Hugging Face's Math-Verify (``math_verify.parse`` / ``verify``) on the boxed ground
+     truth and the boxed answer: LaTeX and plain expressions, sets and ``\pm``, intervals and ``x \in [1,2]``,
+     equations (``x = 3``), units and ``^\circ``, symbolic equality. It runs in child processes with hard timeouts
+     (:mod:`verl_lambda.reproduce.verify`) because verl calls reward functions from threads.
+   - ``strict``: this project's earlier checker, kept so that results stay comparable with it: verl's MATH checker
+     (``math_reward.is_equiv``, Hendrycks et al.'s normalisation), then verl's PRM800K grader
+     (``prime_math.grade_answer``: sympy, ``0.5 = \frac12``, units; unreduced fractions and integer-vs-expression
+     refused), then a list of answers (``-2, 2``) matched in any order.
 
-1. numbers compare as numbers (``18.00`` = ``18``, ``1,000`` = ``1000``): the same verdict as check 3 gives for
-   two plain numbers, without its sympy subprocess;
-2. ``verl.utils.reward_score.math_reward.is_equiv``: Hendrycks et al.'s MATH normalisation (``\dfrac``, ``x=3``,
-   ``\$``, spaces, ``^\circ``), verl's default checker for MATH;
-3. ``verl.utils.reward_score.prime_math.grade_answer``: the PRM800K grader (verl's checker for the NuminaMath
-   sources): normalised strings, then sympy on the difference under a 10 s limit, element-wise for tuples and
-   intervals (``0.5`` = ``\frac{1}{2}``, ``\frac{\sqrt3}{3}`` = ``\frac{1}{\sqrt3}``, ``3 cm`` = ``3``; unreduced
-   fractions and integer-vs-expression are refused, as PRM800K does);
-4. optional, ``reward_kwargs.math_verify=true``: Hugging Face Math-Verify through ``verl.utils.reward_score.
-   math_verify`` on the boxed answer (needs ``pip install math-verify``). Off by default so that a score never
-   depends on what happens to be installed;
-5. a list of answers (``-2, 2``; OlympiadBench's multiple-answer problems) matches in any order, item by item.
+Both verdicts are computed for every response and returned, whichever one is the score, so a run logs both (it
+costs a second check per response, which verl's reward workers run while vLLM is still generating):
 
-``gsm8k``: ``math`` on the boxed answer; when the response has no box, verl's own GSM8K checker
-(``verl.utils.reward_score.gsm8k``, strict ``#### <number>``), the format of GSM8K's reference solutions.
+- ``score``, ``acc``: 1.0 or 0.0 from the chosen checker (verl logs ``acc`` as ``val-core/<data_source>/acc/mean@N``);
+- ``acc_math_verify``, ``acc_strict``: each checker's verdict (``val-aux/<data_source>/acc_strict/mean@N``, ...);
+- ``pred``: the extracted answer (verl's majority vote, ``maj@N``, groups by it);
+- ``problem``: ``<data_source>/<row index in the source split>``, which pairs the same problem across runs and seeds
+  in the per-problem dumps (``trainer.validation_data_dir``; verl does not dump the data_source itself).
 
-Not used: verl's ``math_dapo`` (its default for ``aime*`` and ``math``), which reads ``Answer: ...`` first, compares
-boxed answers as raw strings and scores -1/1; verl's ``gsm8k`` alone, which ignores the boxed answer the prompt asks
-for; ``prime_math.compute_score``, which also takes unboxed phrases such as "the answer is".
-
-The result is ``{"score", "acc", "pred"}`` for every data_source: verl logs ``acc`` as
-``val-core/<data_source>/acc/mean@N`` and uses the extracted answer ``pred`` for majority voting (``maj@N``).
+An unknown ``data_source`` is an error: scoring it with some default checker would put a wrong number in the table
+without a trace. Scores are 1.0 / 0.0, the scale of verl's own maths checkers (GRPO's group normalisation makes the
+scale irrelevant to training; it keeps ``acc`` an accuracy).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import math
+import logging
 import re
-from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 from verl_lambda.reproduce.datasets import ALL_SPECS, last_boxed
 
-_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)")
+logger = logging.getLogger(__name__)
+
+CHECKERS = ("math_verify", "strict")
+DEFAULT_CHECKER = "math_verify"
+
+_DECIMAL = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_INT = r"[-+]?\d+"
+_PLAIN = re.compile(rf"(?P<mantissa>{_DECIMAL})(?:[eE](?P<exp>{_INT}))?")
+_TIMES_TEN = re.compile(
+    rf"(?:(?P<mantissa>{_DECIMAL})(?:\\times|\\cdot|\*|×|·))?10\^(?:\{{(?P<exp>{_INT})\}}|(?P<exp1>{_INT}))"
+)
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?")
+_MAX_EXPONENT = 400  # beyond this a "number" is a symbolic expression for the checkers, not a Fraction to build
 
 
-def _as_number(text: str) -> float | None:
-    """A plain decimal number (``-12``, ``3.50``, ``1,000``, ``$18``), else None. Fractions are left to the graders."""
-    text = text.strip().replace("\\$", "").replace("$", "").replace("\\!", "").replace("{,}", ",").strip()
+def _strip_percent(text: str) -> str:
+    text = text.strip()
+    for suffix in ("\\%", "%"):
+        if text.endswith(suffix):
+            return text[: -len(suffix)].strip()
+    return text
+
+
+def parse_number(text: str) -> Fraction | None:
+    r"""``text`` as an exact number when it is one (rule 2 of the module docstring), else None.
+
+    ``-12``, ``3.50``, ``1,000``, ``10\,000``, ``\$18``, ``25\%``, ``7.5e-13``, ``7.5 \times 10^{-13}``,
+    ``3\cdot 10^8`` and ``10^{3}`` are numbers; ``\frac{1}{2}``, ``2^{10}`` and ``x = 3`` are left to the checkers.
+    """
+    text = _strip_percent(text)
+    for token in ("\\$", "$", "\\!", "\\,", "\\ ", "~", " "):
+        text = text.replace(token, "")
+    text = text.replace("{,}", ",")
+    if text.startswith("{") and text.endswith("}"):
+        text = text[1:-1]
     if _THOUSANDS.fullmatch(text):
         text = text.replace(",", "")
-    if not _NUMBER.fullmatch(text):
+    match = _PLAIN.fullmatch(text) or _TIMES_TEN.fullmatch(text)
+    if match is None:
         return None
-    value = float(text)
-    return value if math.isfinite(value) else None
-
-
-def _math_verify(pred: str, ground_truth: str) -> bool:
-    if importlib.util.find_spec("math_verify") is None:
-        raise ImportError("reward_kwargs.math_verify=true needs Math-Verify: pip install math-verify")
-    from verl.utils.reward_score import math_verify
-
-    return math_verify.compute_score("\\boxed{" + pred + "}", ground_truth) >= 1.0
-
-
-def is_equivalent(pred: str, ground_truth: str, use_math_verify: bool = False) -> bool:
-    """Whether the answer ``pred`` equals ``ground_truth`` (checks 1-5 of the module docstring)."""
-    pred_number, truth_number = _as_number(pred), _as_number(ground_truth)
-    if pred_number is not None and truth_number is not None:
-        return math.isclose(pred_number, truth_number, rel_tol=1e-9, abs_tol=1e-12)
-    from verl.utils.reward_score import math_reward, prime_math
-
-    try:
-        if math_reward.is_equiv(pred, ground_truth):
-            return True
-    except Exception:  # verl's normaliser asserts on some malformed LaTeX; that is a miss, not a crash
-        pass
-    try:
-        if prime_math.grade_answer(pred, ground_truth):
-            return True
-    except Exception:
-        pass
-    if use_math_verify and _math_verify(pred, ground_truth):
-        return True
-    return _same_answer_set(pred, ground_truth, use_math_verify)
+    exponent = int(match["exp"] or match.groupdict().get("exp1") or 0)
+    if abs(exponent) > _MAX_EXPONENT:
+        return None
+    mantissa = Fraction(match["mantissa"].rstrip(".") or "1") if match["mantissa"] else Fraction(1)
+    return mantissa * Fraction(10) ** exponent
 
 
 def _top_level_items(text: str) -> list[str]:
@@ -114,62 +110,120 @@ def _top_level_items(text: str) -> list[str]:
     return [*items, text[start:].strip()]
 
 
-def _same_answer_set(pred: str, ground_truth: str, use_math_verify: bool) -> bool:
+def strict_equal(pred: str, truth: str) -> bool:
+    """The ``strict`` checker: numbers (rule 2), verl's MATH checker, verl's PRM800K grader, lists in any order."""
+    pred_number, truth_number = parse_number(pred), parse_number(truth)
+    if pred_number is not None and truth_number is not None:
+        return pred_number == truth_number
+    from verl.utils.reward_score import math_reward, prime_math
+
+    try:
+        if math_reward.is_equiv(pred, truth):
+            return True
+    except Exception:  # verl's normaliser asserts on some malformed LaTeX; that is a miss, not a crash
+        pass
+    try:
+        if prime_math.grade_answer(pred, truth):
+            return True
+    except Exception:
+        pass
+    return _same_answer_set(pred, truth)
+
+
+def _same_answer_set(pred: str, truth: str) -> bool:
     """A list of answers (``-2, 2``: OlympiadBench's multiple-answer problems) matches in any order.
 
     Tuples and intervals keep their order: they are bracketed, so they are one item here and the graders above
     compare them element-wise.
     """
-    if _as_number(ground_truth) is not None:  # one number, maybe with thousands commas (10,080): not a list
+    if parse_number(truth) is not None:  # one number, maybe with thousands commas (10,080): not a list
         return False
-    truths, preds = _top_level_items(ground_truth), _top_level_items(pred)
+    truths, preds = _top_level_items(truth), _top_level_items(pred)
     if len(truths) < 2 or len(truths) != len(preds) or not all(truths) or not all(preds):
         return False
     unmatched = list(preds)
-    for truth in truths:
-        match = next((p for p in unmatched if is_equivalent(p, truth, use_math_verify)), None)
+    for item in truths:
+        match = next((p for p in unmatched if strict_equal(p, item)), None)
         if match is None:
             return False
         unmatched.remove(match)
     return True
 
 
-def _result(correct: bool, pred: str | None) -> dict[str, Any]:
-    return {"score": float(correct), "acc": float(correct), "pred": pred or ""}
+def math_verify_equal(pred: str, truth: str) -> bool:
+    """The ``math_verify`` checker: numbers (rule 2), then Math-Verify in a child process."""
+    pred_number, truth_number = parse_number(pred), parse_number(truth)
+    if pred_number is not None and truth_number is not None:
+        return pred_number == truth_number
+    from verl_lambda.reproduce.verify import require_math_verify, shared_pool
+
+    require_math_verify()
+    # Math-Verify leaves "12\%" unparsed (a string that equals nothing numeric); MATH's own normaliser drops it too.
+    return shared_pool().equal(_strip_percent(truth), _strip_percent(pred))
 
 
-def check_math(solution_str: str, ground_truth: str, use_math_verify: bool = False) -> dict[str, Any]:
+def extract_answer(solution_str: str, extraction: str) -> str | None:
+    r"""The answer of a response: its last ``\boxed{}``; for ``gsm8k`` rows also a final ``#### N`` (no box)."""
     pred = last_boxed(solution_str)
-    return _result(pred is not None and is_equivalent(pred, ground_truth, use_math_verify), pred)
+    if pred is None and extraction == "gsm8k":
+        from verl.utils.reward_score import gsm8k
+
+        pred = gsm8k.extract_solution(solution_str)  # verl's strict "#### N"
+    return pred
 
 
-def check_gsm8k(solution_str: str, ground_truth: str, use_math_verify: bool = False) -> dict[str, Any]:
-    if last_boxed(solution_str) is not None:
-        return check_math(solution_str, ground_truth, use_math_verify)
-    from verl.utils.reward_score import gsm8k
-
-    # score and pred from the same extraction (verl's strict "#### N"), so majority votes count only what was scored
-    pred = gsm8k.extract_solution(solution_str)
-    return _result(gsm8k.compute_score(solution_str, ground_truth) == 1.0, pred)
-
-
-CHECKERS: dict[str, Callable[..., dict[str, Any]]] = {"math": check_math, "gsm8k": check_gsm8k}
-# One source of truth: the registry says which checker each data_source gets.
+# One source of truth: the registry says how each data_source's answers are extracted.
 CHECKER_OF: dict[str, str] = {spec.data_source: spec.checker for spec in ALL_SPECS.values()}
+_MISSING_MATH_VERIFY_WARNED = False
+
+
+def _verdicts(pred: str, truth: str, checker: str) -> tuple[float, float | None]:
+    """``(strict, math_verify)``; Math-Verify's is None only for ``checker=strict`` without Math-Verify installed."""
+    global _MISSING_MATH_VERIFY_WARNED
+    strict = float(strict_equal(pred, truth))
+    try:
+        return strict, float(math_verify_equal(pred, truth))
+    except ImportError:
+        if checker == "math_verify":
+            raise
+        if not _MISSING_MATH_VERIFY_WARNED:
+            logger.warning("Math-Verify is not installed: acc_math_verify is not logged (checker=strict)")
+            _MISSING_MATH_VERIFY_WARNED = True
+        return strict, None
 
 
 def compute_score(
-    data_source: str, solution_str: str, ground_truth: str, extra_info: Any = None, **kwargs: Any
+    data_source: str,
+    solution_str: str,
+    ground_truth: str,
+    extra_info: dict[str, Any] | None = None,
+    checker: str = DEFAULT_CHECKER,
+    **kwargs: Any,
 ) -> dict[str, Any]:
-    """Score one response. ``kwargs`` come from verl (e.g. ``reward_kwargs``); ``math_verify=True`` enables check 4.
-
-    An unknown ``data_source`` is an error: scoring it with some default checker would put a wrong number in the
-    table without a trace.
-    """
+    """Score one response (see the module docstring). ``kwargs`` are verl's other arguments, not used."""
     if data_source not in CHECKER_OF:
         raise ValueError(
             f"verl_lambda.reproduce.reward has no checker for data_source={data_source!r}; "
             f"known: {sorted(CHECKER_OF)} (add the dataset to verl_lambda/reproduce/datasets.py)"
         )
-    checker = CHECKERS[CHECKER_OF[data_source]]
-    return checker(solution_str, str(ground_truth), use_math_verify=bool(kwargs.get("math_verify", False)))
+    if "math_verify" in kwargs:
+        raise ValueError("reward_kwargs.math_verify is gone: Math-Verify is the default (reward_kwargs.checker)")
+    if checker not in CHECKERS:
+        raise ValueError(f"reward_kwargs.checker must be one of {CHECKERS}, got {checker!r}")
+    if checker == "math_verify":
+        from verl_lambda.reproduce.verify import require_math_verify
+
+        require_math_verify()  # on every call, so that no score is computed before a missing install is reported
+    truth = str(ground_truth)
+    pred = extract_answer(solution_str, CHECKER_OF[data_source])
+    strict, by_math_verify = (0.0, 0.0) if pred is None else _verdicts(pred, truth, checker)
+    score = strict if checker == "strict" else by_math_verify
+    index = (extra_info or {}).get("index")
+    return {
+        "score": score,
+        "acc": score,
+        "acc_math_verify": by_math_verify,
+        "acc_strict": strict,
+        "pred": pred or "",
+        "problem": f"{data_source}/{index}" if index is not None else "",
+    }
