@@ -118,6 +118,7 @@ CPU_BACKEND_INTERNALS = (
     Internal("verl.workers.engine.fsdp.transformer_impl", "FSDPEngineWithValueHead", (), "patch_fsdp_engines"),
     Internal("verl.workers.engine.base", "EngineRegistry._engines", (), "patch_fsdp_engines"),
     Internal("verl.workers.engine.base", "EngineRegistry.register", ("model_type", "backend"), "patch_fsdp_engines"),
+    Internal("verl.utils.attention_utils", "_get_attention_functions", (), "patch_attention_utils"),
     Internal("verl.workers.rollout.base", "_ROLLOUT_REGISTRY", (), "patch_rollout_registry"),
     Internal("verl.workers.rollout.replica", "RolloutReplicaRegistry._registry", (), "patch_replica_registry"),
     Internal(

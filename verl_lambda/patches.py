@@ -23,9 +23,6 @@ logger = logging.getLogger("verl_lambda")
 # Actor config: accept the two modes and their option groups, validated where verl validates the actor.
 # ----------------------------------------------------------------------------------------------------------------
 
-# Policy losses that do not aggregate through `agg_loss(loss_agg_mode)`, so lambda_grpo cannot weight them.
-_LOSSES_WITHOUT_AGG_MODE = {"sapo": "always aggregates with seq-mean-token-mean", "geo_mean": "takes a plain mean"}
-
 
 def _init_accepting_options(
     key: str, options_cls: type, mode_field: str, on_selected: Callable[[Any], None] | None = None
@@ -100,11 +97,35 @@ def _check_lambda_grpo_actor(config: Any) -> None:
                     "last pipeline stage only, and global rank 0 would save a λ that never moved). Set it to 1."
                 )
     loss_mode = config.policy_loss.get("loss_mode", "vanilla")
-    if loss_mode in _LOSSES_WITHOUT_AGG_MODE:
+    if not _forwards_loss_agg_mode(loss_mode):
         raise ValueError(
-            f"[verl-lambda] loss_agg_mode=lambda_grpo cannot weight policy_loss.loss_mode={loss_mode}: that loss "
-            f"{_LOSSES_WITHOUT_AGG_MODE[loss_mode]} instead of using loss_agg_mode."
+            f"[verl-lambda] loss_agg_mode=lambda_grpo cannot weight policy_loss.loss_mode={loss_mode}: in this verl, "
+            "that loss does not aggregate through agg_loss(loss_agg_mode) (it uses a fixed mode or a plain mean)."
         )
+
+
+def _forwards_loss_agg_mode(loss_mode: str) -> bool:
+    """Whether the registered policy loss passes its ``loss_agg_mode`` on (to ``agg_loss`` or to the loss it
+    delegates to), read from its source. Which losses do changes between verl releases (0.9.0's ``gspo`` always used
+    ``seq-mean-token-mean``, 0.9.1's honours the mode); an unknown or unreadable loss is left to the check at its
+    first call (``length_weighted_loss``)."""
+    import ast
+    import inspect
+    import textwrap
+
+    from verl.trainer.ppo import core_algos
+
+    function = core_algos.POLICY_LOSS_REGISTRY.get(loss_mode)
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (TypeError, OSError, SyntaxError):
+        return True
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            arguments = [*node.args, *(keyword.value for keyword in node.keywords if keyword.arg == "loss_agg_mode")]
+            if any(isinstance(arg, ast.Name) and arg.id == "loss_agg_mode" for arg in arguments):
+                return True
+    return False
 
 
 def _critic_post_init_refusing_lambda_grpo(original_post_init: Callable) -> Callable:
