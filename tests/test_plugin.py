@@ -221,3 +221,17 @@ def test_module_switch_loads_it_without_entry_points():
     off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
     # with plugins disabled and no module switch, nothing registers grpo_lambda
     assert off.returncode != 0 and "AssertionError" in off.stderr, off.stderr[-2000:]
+
+
+def test_the_node_check_reports_versions_internals_and_loading():
+    import verl
+
+    from verl_lambda import capabilities
+
+    result = subprocess.run([sys.executable, "-m", "verl_lambda"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    total = len(capabilities.INTERNALS)
+    assert f"verl {verl.__version__} " in result.stdout and ": tested" in result.stdout
+    assert f"internals the wrappers rely on: {total}/{total} present" in result.stdout
+    assert "entry point verl.plugins: verl_lambda.plugin" in result.stdout
+    assert result.stdout.rstrip().endswith("are available")

@@ -24,9 +24,8 @@ def main() -> int:
     print(f"verl {verl.__version__} ({Path(verl.__file__).parent}): {'tested' if tested else 'not a tested release'}")
     print(f"  tested releases: {', '.join(hooks.TESTED_VERL_VERSIONS)}")
     problems = capabilities.check(Path(verl.__file__).parent)
-    print(
-        f"  internals the wrappers rely on: {len(capabilities.INTERNALS) - len(problems)}/{len(capabilities.INTERNALS)}"
-    )
+    total = len(capabilities.INTERNALS)
+    print(f"  internals the wrappers rely on: {total - len(problems)}/{total} present")
     for problem in problems:
         print(f"    missing or changed: {problem}")
     names = {ep.name: ep.value for ep in entry_points(group="verl.plugins")}
