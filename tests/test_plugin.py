@@ -235,3 +235,38 @@ def test_the_node_check_reports_versions_internals_and_loading():
     assert f"internals the wrappers rely on: {total}/{total} present" in result.stdout
     assert "entry point verl.plugins: verl_lambda.plugin" in result.stdout
     assert result.stdout.rstrip().endswith("are available")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("source", ["directory", "git"])
+def test_installing_keeps_the_installed_verl(source, tmp_path):
+    """pip resolves verl-lambda against the verl already installed (0.9.0 or 0.9.1 alike) and would install nothing
+    but verl-lambda: no index is consulted, so any other install or upgrade would fail the resolution."""
+    import verl
+
+    root = Path(__file__).resolve().parent.parent
+    target = str(root) if source == "directory" else f"git+file://{root}"
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-build-isolation", "--quiet"]
+    result = subprocess.run(
+        [*command, "--report", str(report), target], capture_output=True, text=True, timeout=240, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    import json
+
+    installs = [(i["metadata"]["name"], i["metadata"]["version"]) for i in json.loads(report.read_text())["install"]]
+    assert [name for name, _ in installs] == ["verl-lambda"], installs
+    assert verl.__version__ in ("0.9.0", "0.9.1")
+
+
+def test_a_verl_that_ships_the_methods_gets_only_the_cpu_backend(tmp_path):
+    """On a verl with the upstream series applied, lambda_grpo and grpo_lambda are verl's own: no algorithm wrapper."""
+    import verl
+
+    assert not hooks.methods_built_in(str(Path(verl.__file__).parent))
+    core_algos = tmp_path / "trainer" / "ppo" / "core_algos.py"
+    core_algos.parent.mkdir(parents=True)
+    core_algos.write_text('@register_agg_loss("lambda_grpo")\ndef a(): ...\n')
+    assert not hooks.methods_built_in(str(tmp_path))
+    core_algos.write_text(core_algos.read_text() + '@register_policy_loss("grpo_lambda")\ndef b(): ...\n')
+    assert hooks.methods_built_in(str(tmp_path))

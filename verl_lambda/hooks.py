@@ -45,12 +45,13 @@ class UnsupportedVerlVersion(RuntimeError):
     pass
 
 
-def check_verl(version: str | None = None, verl_root: str | None = None) -> str:
+def check_verl(version: str | None = None, verl_root: str | None = None, internals: tuple | None = None) -> str:
     """Accept the installed verl (or ``version`` with its package folder ``verl_root``), or fail naming why.
 
-    A tested version is accepted as is. Any other is checked piece by piece against what the wrappers need; it is
-    refused with one error listing every missing or changed piece, or when ``VERL_LAMBDA_STRICT_VERSION=1``, and
-    otherwise accepted with a warning naming the tested versions.
+    A tested version is accepted as is. Any other is checked piece by piece against what the wrappers need
+    (``internals``, default all of ``verl_lambda.capabilities``); it is refused with one error listing every missing
+    or changed piece, or when ``VERL_LAMBDA_STRICT_VERSION=1``, and otherwise accepted with a warning naming the
+    tested versions.
     """
     if version is None or verl_root is None:
         import verl
@@ -63,7 +64,7 @@ def check_verl(version: str | None = None, verl_root: str | None = None) -> str:
 
     tested = ", ".join(TESTED_VERL_VERSIONS)
     install = f"pip install 'verl[verl-core]=={TESTED_VERL_VERSIONS[-1]}'"
-    problems = capabilities.check(Path(verl_root))
+    problems = capabilities.check(Path(verl_root), internals)
     if problems:
         listed = "".join(f"\n  - {problem}" for problem in problems)
         raise UnsupportedVerlVersion(
@@ -233,6 +234,19 @@ def install_mode_guard(reason: BaseException) -> None:
 
 # ----------------------------------------------------------------------------------------------------------------
 
+
+def methods_built_in(verl_root: str) -> bool:
+    """True for a verl that ships both methods itself (this project's upstream series): its ``core_algos`` registers
+    ``lambda_grpo`` and ``grpo_lambda``. The plugin then leaves them to verl and adds only its CPU backend."""
+    try:
+        source = (Path(verl_root) / "trainer" / "ppo" / "core_algos.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return (
+        f'register_agg_loss("{LAMBDA_GRPO_MODE}")' in source and f'register_policy_loss("{GRPO_LAMBDA_MODE}")' in source
+    )
+
+
 _APPLIED = False
 
 
@@ -241,12 +255,23 @@ def apply() -> None:
     global _APPLIED
     if _APPLIED:
         return
-    check_verl()
-    from verl_lambda import patches
+    import verl
+
+    from verl_lambda import capabilities
     from verl_lambda.cpu import patches as cpu_patches
 
+    verl_root = os.path.dirname(verl.__file__)
+    built_in = methods_built_in(verl_root)
+    check_verl(verl_root=verl_root, internals=capabilities.CPU_BACKEND_INTERNALS if built_in else None)
+    tables = [cpu_patches.PATCHES]
+    if built_in:
+        logger.info("verl-lambda: this verl ships lambda_grpo and grpo_lambda itself; only the CPU backend is added")
+    else:
+        from verl_lambda import patches
+
+        tables.insert(0, patches.PATCHES)
     cpu_patches.register_cpu_platform()
-    for table in (patches.PATCHES, cpu_patches.PATCHES):
+    for table in tables:
         for module_name, patch in table.items():
             when_imported(module_name, patch)
     _APPLIED = True

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Check upstream/*.patch, the series that adds λ-GRPO and GRPO-λ to verl itself, against verl 0.9.1's released
+# source (the sdist on PyPI). Fails if a patch does not apply, if the series' Python is not ruff clean under verl's
+# own ruff settings, if a file breaks verl's sanity rules, if the generated config files are out of sync, if the
+# series' math disagrees with verl_lambda.ops on tests/fixtures/math, if verl's FSDP2 actor fails to train with the
+# series on CPU, or if a test fails. Ends with pytest's summary line (verl's own CPU tests of the touched areas plus
+# the series' new tests, run against the patched verl).
+#
+#   bash scripts/check_upstream.sh
+#   VERL_GIT_DIR=~/src/verl bash scripts/check_upstream.sh   # also apply the whole series to that checkout's HEAD
+#                                                            # and run verl's own sanity scripts there
+#   CHECK_UPSTREAM_E2E=0 bash scripts/check_upstream.sh      # skip the CPU run of verl's FSDP2 actor with the
+#                                                            # series (upstream/e2e_cpu.py, about 20-40 s)
+#
+# Work happens in build/upstream/ (ignored by git): the sdist (downloaded once), verl/ (the sdist as a git repo with
+# the series applied as commits, kept after the run, see upstream/README.md to refresh the series) and venv/ (its own
+# environment: a venv that sees .venv's packages through a .pth file, with the patched verl installed over verl).
+# Patches that change files the sdist lacks (docs/, examples/) cannot be applied to it: their new files are checked
+# here, and they are applied to verl's git repository when VERL_GIT_DIR is set.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+VERSION=0.9.1
+SDIST_SHA256=3e03d8816b2546b2c5580705671b8d0bb3f79b8364e7b5c56dbfc1245536ba22
+BUILD="$ROOT/build/upstream"
+TREE="$BUILD/verl"
+VENV="$BUILD/venv"
+PY="$ROOT/.venv/bin/python"
+RUFF="$ROOT/.venv/bin/ruff"
+# verl must run the series, not verl-lambda (or any other plugin) on top of it
+export VERL_USE_EXTERNAL_PLUGINS=none
+unset VERL_PLATFORM
+start=$(date +%s)
+
+step() { echo "[check_upstream] $*"; }
+fail() {
+  echo "[check_upstream] FAILED: $*" >&2
+  exit 1
+}
+
+[ -x "$PY" ] || bash scripts/setup.sh
+shopt -s nullglob
+PATCHES=(upstream/0*.patch)
+[ ${#PATCHES[@]} -gt 0 ] || fail "no patches in upstream/"
+
+# 1. verl's released source, downloaded once
+mkdir -p "$BUILD/sdist"
+SDIST="$BUILD/sdist/verl-$VERSION.tar.gz"
+if [ ! -f "$SDIST" ]; then
+  step "downloading the verl==$VERSION sdist"
+  "$PY" -m pip download --quiet --disable-pip-version-check --no-binary :all: --no-deps "verl==$VERSION" \
+    -d "$BUILD/sdist"
+fi
+echo "$SDIST_SHA256  $SDIST" | sha256sum --check --quiet - || fail "$SDIST is not verl $VERSION's sdist (sha256)"
+
+# 2. a fresh git repository of it
+rm -rf "$TREE" "$BUILD/verl-$VERSION"
+tar --no-same-owner -xzf "$SDIST" -C "$BUILD"
+mv "$BUILD/verl-$VERSION" "$TREE"
+git_tree() { git -C "$TREE" -c user.name=check_upstream -c user.email=check_upstream@localhost -c commit.gpgsign=false "$@"; }
+git_tree init -q
+git_tree add -A
+git_tree commit -q -m "verl $VERSION sdist"
+
+# 3. the series, in order
+mapfile -t KINDS < <("$PY" upstream/series.py classify "$TREE" "${PATCHES[@]}")
+GIT_ONLY=()
+for i in "${!PATCHES[@]}"; do
+  patch="${PATCHES[$i]}"
+  if [ "${KINDS[$i]}" = tree ]; then
+    git_tree am -q --keep-non-patch "$ROOT/$patch" || fail "$(basename "$patch") does not apply to verl $VERSION"
+    step "applied $(basename "$patch")"
+  else
+    GIT_ONLY+=("$patch")
+  fi
+done
+for patch in "${GIT_ONLY[@]}"; do
+  # changes files the sdist lacks: check it is well formed and lay out its new files for the sanity checks
+  git -C "$TREE" apply --stat "$ROOT/$patch" >/dev/null || fail "$(basename "$patch") is not a valid patch"
+  mapfile -t added < <("$PY" - "$ROOT/$patch" <<'EOF'
+import sys
+sys.path.insert(0, "upstream")
+import series
+print("\n".join(series.parse(__import__("pathlib").Path(sys.argv[1])).added))
+EOF
+)
+  includes=()
+  for file in "${added[@]}"; do includes+=("--include=$file"); done
+  git -C "$TREE" apply "${includes[@]}" "$ROOT/$patch" || fail "the new files of $(basename "$patch") do not apply"
+  step "$(basename "$patch") changes files the sdist lacks: its ${#added[@]} new files are checked here, the patch" \
+    "itself against verl's git repository ($([ -n "${VERL_GIT_DIR:-}" ] && echo "VERL_GIT_DIR below" || echo "set VERL_GIT_DIR to do it"))"
+done
+
+# 4. verl's ruff settings (its pyproject.toml) on the Python files of the series, and verl's sanity rules
+mapfile -t PYFILES < <("$PY" upstream/series.py touched "${PATCHES[@]}")
+(cd "$TREE" && "$RUFF" check --no-cache --quiet "${PYFILES[@]}" && "$RUFF" format --check --no-cache --quiet "${PYFILES[@]}") \
+  || fail "the series is not ruff clean under verl's settings (cd $TREE && ruff check / ruff format --diff)"
+step "ruff (verl's settings): ${#PYFILES[@]} files clean"
+"$PY" upstream/series.py sanity "$TREE" "${PATCHES[@]}" || fail "verl's sanity rules"
+for patch in "${GIT_ONLY[@]}"; do git -C "$TREE" clean -fdq docs examples; done
+
+# 5. optionally, the whole series on verl's git repository (not reachable from CI)
+if [ -n "${VERL_GIT_DIR:-}" ]; then
+  GTREE="$BUILD/verl-git"
+  rm -rf "$GTREE"
+  git clone -q --shared "$VERL_GIT_DIR" "$GTREE"
+  head=$(git -C "$GTREE" log -1 --format='%h %cs')
+  git -C "$GTREE" -c user.name=check_upstream -c user.email=check_upstream@localhost am -q --keep-non-patch \
+    "${PATCHES[@]/#/$ROOT/}" || fail "the series does not apply to $VERL_GIT_DIR ($head)"
+  step "the whole series applies to $VERL_GIT_DIR at $head"
+  (cd "$GTREE" && for check in check_docs_time_info.py "check_example_naming.py --root examples" check_uv_gpu_only.py \
+      validate_structure.py "check_license.py --directories ." check_docstrings.py; do
+    # shellcheck disable=SC2086
+    "$PY" tests/special_sanity/$check >/dev/null || fail "verl's tests/special_sanity/$check on $GTREE"
+  done) || exit 1
+  "$PY" upstream/series.py sanity "$GTREE" "${PATCHES[@]}" >/dev/null || fail "verl's sanity rules on $GTREE"
+  step "verl's own sanity scripts pass on $GTREE"
+fi
+
+# 6. the patched verl in its own environment
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv --without-pip "$VENV"
+fi
+base_purelib=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+venv_purelib=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$base_purelib" > "$venv_purelib/zz_verl_lambda_base.pth"  # torch & co. from .venv, after the venv's own
+rm -rf "$BUILD/src" && mkdir -p "$BUILD/src"
+git -C "$TREE" archive HEAD | tar -x -C "$BUILD/src"  # install from a copy: the build dirties its source tree
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+  --force-reinstall "$BUILD/src" 2>&1 | grep -v "outside environment\|No files were found to uninstall" || true
+VPY="$VENV/bin/python"
+installed=$(cd /tmp && "$VPY" -c 'import verl, os; print(os.path.dirname(verl.__file__))')
+[ "$installed" = "$venv_purelib/verl" ] || fail "import verl finds $installed, not the patched verl in $VENV"
+(cd /tmp && "$VPY" -c 'import verl.workers.utils.loss_params') || fail "the installed verl lacks the series"
+step "patched verl installed in $VENV"
+# with the plugin loaded as usual, a verl that ships the methods keeps its own (verl-lambda adds its CPU backend only)
+(cd /tmp && VERL_USE_EXTERNAL_PLUGINS=auto PYTHONPATH="$ROOT" "$VPY" -c '
+import verl, verl_lambda.plugin as plugin
+plugin.assert_loaded()
+from verl.trainer.ppo import core_algos
+assert not hasattr(core_algos.agg_loss, "__wrapped__"), "verl-lambda wrapped a verl that ships lambda_grpo"
+assert core_algos.POLICY_LOSS_REGISTRY["grpo_lambda"].__module__.startswith("verl."), "grpo_lambda is not verl'"'"'s"
+') || fail "verl-lambda does not step aside for a verl that ships the methods"
+step "verl-lambda loaded on the patched verl leaves both methods to it"
+
+# 7. the generated config files are in sync (verl's autogen-trainer-cfg hook)
+for spec in "_generated_ppo_trainer.yaml:" "_generated_ppo_megatron_trainer.yaml:model_engine=megatron" \
+  "_generated_ppo_veomni_trainer.yaml:model_engine=veomni" "_generated_ppo_torchtitan_trainer.yaml:model_engine=torchtitan"; do
+  out=${spec%%:*}
+  arg=${spec#*:}
+  # shellcheck disable=SC2086
+  (cd "$TREE" && "$VPY" scripts/print_cfg.py --cfg job $arg 2>/dev/null | sed -n '/^actor_rollout_ref/,$p' \
+    | diff -q - <(sed -n '/^actor_rollout_ref/,$p' "verl/trainer/config/$out") >/dev/null) \
+    || fail "verl/trainer/config/$out is out of date (verl's scripts/generate_trainer_config.sh)"
+done
+step "generated config files in sync"
+
+# 8. one implementation of the math: verl_lambda.ops, the fixtures and the series agree
+PYTHONPATH="$ROOT" "$PY" tests/support/make_math_fixtures.py --check >/dev/null \
+  || fail "verl_lambda.ops disagrees with tests/fixtures/math: python tests/support/make_math_fixtures.py"
+report=$("$VPY" upstream/check_fixtures.py "$TREE" 2>&1) || {
+  echo "$report"
+  fail "the series' math disagrees with verl_lambda.ops on tests/fixtures/math"
+}
+step "${report##*$'\n'}"
+"$PY" upstream/port_ops.py "$TREE" --check >/dev/null \
+  || step "NOTE: the series' copies of verl_lambda/ops differ in text (the fixtures agree): python upstream/port_ops.py $TREE --check"
+
+# 9. verl's FSDP2 actor on CPU, trained with the series (verl has no CPU platform: verl-lambda's CPU backend)
+if [ "${CHECK_UPSTREAM_E2E:-1}" = 1 ]; then
+  (cd "$BUILD" && PYTHONPATH="$ROOT" "$VPY" "$ROOT/upstream/e2e_cpu.py" >"$BUILD/e2e.log" 2>&1) \
+    || fail "verl's actor on CPU with the series: see $BUILD/e2e.log"
+  step "$(tail -1 "$BUILD/e2e.log")"
+fi
+
+# 10. verl's own CPU tests of the touched areas, and the series' new tests
+VERL_TESTS=(
+  tests/trainer/ppo/test_core_algos_on_cpu.py
+  tests/trainer/ppo/test_dynamic_policy_losses_on_cpu.py
+  tests/trainer/ppo/test_loss_aggregation_on_cpu.py
+  tests/trainer/ppo/test_value_loss_normalization_on_cpu.py
+  tests/trainer/ppo/test_rollout_corr.py
+  tests/trainer/ppo/test_rollout_corr_integration.py
+  tests/trainer/ppo/test_reinforce_pp_multiturn_on_cpu.py
+  tests/trainer/ppo/test_metric_utils_on_cpu.py
+  tests/trainer/test_multi_trajectories_advantage_on_cpu.py
+  tests/test_base_config_on_cpu.py
+)
+NEW_TESTS=(
+  tests/workers/test_loss_params_on_cpu.py
+  tests/trainer/ppo/test_lambda_grpo_on_cpu.py
+  tests/trainer/ppo/test_grpo_lambda_on_cpu.py
+)
+step "$(($(date +%s) - start))s so far; pytest of ${#VERL_TESTS[@]} verl test files and ${#NEW_TESTS[@]} new ones"
+cd "$TREE"
+# as verl's CI runs them: its own rootdir and options, not verl-lambda's pytest settings
+exec "$VPY" -m pytest -q -c /dev/null --rootdir "$TREE" -p no:cacheprovider -o asyncio_mode=auto --disable-warnings \
+  -W ignore::DeprecationWarning "${VERL_TESTS[@]}" "${NEW_TESTS[@]}"
