@@ -22,6 +22,9 @@ import torch
 # the ceiling only keeps ln h finite for absurdly large r.
 H_FLOOR = 1e-3
 H_CEIL = 1e300
+# Up to this λ ln h, h ** λ is formed directly (it stays below e**20, so a - E_p a keeps its precision in float64);
+# beyond it the softmax is computed in a form that neither loses precision nor overflows (``_saturating_softmax``).
+DIRECT_LOG = 20.0
 # Beyond this λ ln h the softmax of h ** λ is one-hot up to float64 rounding; exp is capped here so nothing overflows.
 SATURATED_LOG = 700.0
 LAMBDA_GRPO_BASES = ("seq-mean-token-mean", "token-mean")
@@ -112,15 +115,34 @@ def weights_and_slope(
     """``f = G softmax(h ** λ)`` of each sample, and its slope ``d f / d λ``, both (bs,) float32.
 
     The slope is the spec's analytic gradient ``G p_i (a_i - sum_j p_j a_j)`` with ``p = softmax(h ** λ)`` and
-    ``a_j = h_j ** λ ln h_j``. Both are finite for every finite λ: with ``u = λ ln h`` and ``s = max_j u_j`` per
-    group, the softmax runs on ``g_j - g_max = e^s expm1(u_j - s)`` (formed in log space, so ``h ** λ`` itself is
-    never built), and ``a_i - E_p a = e^s (ℓ_i - E_p ℓ) + (v_i ℓ_i - E_p[v ℓ])`` with ``ℓ = ln h`` taken relative
-    to the group's maximiser and ``v = g - g_max``: exact ties cancel exactly, so a saturated group (one-hot p)
-    gets slope 0 instead of inf - inf. ``log_h``, ``bias`` and ``size`` are the group table of ``softmax_inputs``;
-    ``group_index`` and ``self_index`` (bs,) locate each sample in it (``group_table``).
+    ``a_j = h_j ** λ ln h_j``. Both are finite for every finite λ (``_saturating_softmax`` takes over where
+    ``h ** λ`` would lose precision or overflow). ``log_h``, ``bias`` and ``size`` are the group table of
+    ``softmax_inputs``; ``group_index`` and ``self_index`` (bs,) locate each sample in it (``group_table``).
+    """
+    u = log_h * lam  # λ ln h, 0 at masked positions
+    if float(u.max()) <= DIRECT_LOG:  # the common case: h ** λ is at most e**20, formed directly
+        g = torch.exp(u)
+        probs = torch.softmax(g + bias, dim=-1)
+        a = g * log_h  # d (h ** λ) / dλ
+        spread = a - (probs * a).sum(-1, keepdim=True)  # a_i - E_p a
+    else:
+        probs, spread = _saturating_softmax(log_h, bias, u)
+    # the indices travel with the batch and may sit on another device than the step's table
+    group_index = group_index.to(log_h.device, torch.long).view(-1)
+    own = group_index * log_h.shape[-1] + self_index.to(log_h.device, torch.long).view(-1)  # flat position in table
+    weight = size[group_index] * probs.view(-1)[own]
+    return weight.float(), (weight * spread.view(-1)[own]).float()
+
+
+def _saturating_softmax(log_h: torch.Tensor, bias: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``p = softmax(h ** λ)`` and ``a - E_p a`` (0 where p = 0) for groups where ``h ** λ`` is huge.
+
+    With ``s = max_j u_j`` per group, the softmax runs on ``g_j - g_max = e^s expm1(u_j - s)``, formed in log space so
+    that ``h ** λ`` itself is never built, and ``a_i - E_p a = e^s (ℓ_i - E_p ℓ) + (v_i ℓ_i - E_p[v ℓ])`` with
+    ``ℓ = ln h`` taken relative to the group's maximiser and ``v = g - g_max``: exact ties cancel exactly, so a
+    saturated group (one-hot p) gets slope 0 instead of inf - inf.
     """
     member = bias == 0
-    u = log_h * lam  # λ ln h, 0 at masked positions
     s = (u + bias).amax(-1, keepdim=True)  # per-group max over members (every row has one)
     gap = -torch.exp(s + torch.log(-torch.expm1((u - s).clamp(max=0.0))))  # h_j ** λ - max_k h_k ** λ, <= 0
     gap = torch.where(member, gap, float("-inf"))
@@ -133,12 +155,7 @@ def weights_and_slope(
     spread = growth * (rel - (probs * rel).sum(-1, keepdim=True)) + (
         gap_log_h - (probs * gap_log_h).sum(-1, keepdim=True)
     )
-    # the indices travel with the batch and may sit on another device than the step's table
-    group_index = group_index.to(log_h.device, torch.long).view(-1)
-    own = group_index * log_h.shape[-1] + self_index.to(log_h.device, torch.long).view(-1)  # flat position in table
-    weight = size[group_index] * probs.view(-1)[own]
-    slope = torch.where(live.view(-1)[own], weight * spread.view(-1)[own], 0.0)
-    return weight.float(), slope.float()
+    return probs, torch.where(live, spread, 0.0)
 
 
 class _KnownSlope(torch.autograd.Function):
