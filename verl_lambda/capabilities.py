@@ -119,6 +119,31 @@ CPU_BACKEND_INTERNALS = (
     Internal("verl.workers.engine.base", "EngineRegistry._engines", (), "patch_fsdp_engines"),
     Internal("verl.workers.engine.base", "EngineRegistry.register", ("model_type", "backend"), "patch_fsdp_engines"),
     Internal("verl.utils.attention_utils", "_get_attention_functions", (), "patch_attention_utils"),
+    Internal("verl.utils.device", "auto_set_device", ("config",), "patch_auto_set_device"),
+    Internal(
+        "verl.workers.rollout.vllm_rollout.bucketed_weight_transfer",
+        "BucketedWeightReceiver.receive_weights",
+        ("on_bucket_received",),
+        "_receive_owned_copies",
+    ),
+    Internal(
+        "verl.workers.rollout.vllm_rollout.bucketed_weight_transfer",
+        "BucketedWeightSender._init_socket",
+        (),
+        "_init_socket_with_timeout",
+    ),
+    Internal(
+        "verl.workers.rollout.vllm_rollout.vllm_rollout",
+        "ServerAdapter._execute_method",
+        ("method", "non_block"),
+        "_execute_method_remembering_receiver",
+    ),
+    Internal(
+        "verl.workers.rollout.vllm_rollout.vllm_rollout",
+        "ServerAdapter.update_weights",
+        ("weights",),
+        "_update_weights_naming_receiver_failure",
+    ),
     Internal("verl.workers.rollout.base", "_ROLLOUT_REGISTRY", (), "patch_rollout_registry"),
     Internal("verl.workers.rollout.replica", "RolloutReplicaRegistry._registry", (), "patch_replica_registry"),
     Internal(

