@@ -52,6 +52,7 @@ def train(out, steps: int, trainer: str, *extra: str, lambda_lr: float = LAMBDA_
         out,
         steps,
         "lambda_grpo",
+        task="classes",
         extra=[
             *BOTH_METHODS,
             *DRIFT_FROM_INITIAL_WEIGHTS,

@@ -11,8 +11,9 @@ PANELS = (
     ("mean response length (tokens)", "response_length/mean"),
     ("λ (λ-GRPO)", "actor/lambda_grpo/lambda"),
     ("corr(weight, length)", "actor/lambda_grpo/weight_length_corr"),
-    ("traced log-ratio |e| max (GRPO-λ)", "actor/grpo_lambda/trace_max"),
+    ("λ's gradient (λ-GRPO)", "actor/lambda_grpo/lambda_grad"),
     ("policy entropy", "actor/entropy"),
+    ("traced log-ratio |e| max (GRPO-λ)", "actor/grpo_lambda/trace_max"),
 )
 
 

@@ -28,6 +28,7 @@ CPU_ACTOR_OVERRIDES = (
     "actor_rollout_ref.actor.strategy=fsdp2",
     "actor_rollout_ref.ref.strategy=fsdp2",
     "++actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
+    "++actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32",  # the KL term compares it to the actor
     "actor_rollout_ref.actor.use_torch_compile=False",
     "actor_rollout_ref.actor.fsdp_config.use_torch_compile=False",
     "actor_rollout_ref.rollout.tensor_model_parallel_size=1",

@@ -2,7 +2,7 @@
 
     python -m verl_lambda.cpu.launch --out outputs/demo --steps 30 --algo lambda_grpo [hydra overrides ...]
 
-It builds the tiny model and the "letters" data in ``--out``, starts verl's real trainer (Ray, FSDP2 engine
+It builds the task's model and data (``verl_lambda.toy``) in ``--out``, starts verl's real trainer (Ray, FSDP2 engine
 workers, the rollout, the reward workers) on the ``cpu`` platform, prints one line per training step,
 and leaves ``metrics.jsonl`` (every logged metric of every step, from verl's file logger), ``train.log`` (the full
 output) and ``metrics.png`` in ``--out``. Extra arguments are passed to verl as hydra overrides and win over the
@@ -23,8 +23,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from verl_lambda.metrics import read_metrics
 from verl_lambda.presets import ALGORITHMS
 from verl_lambda.presets import overrides as algo_overrides
+from verl_lambda.toy.task import TASKS
 
 # Ray places each verl worker in a bundle asking for several CPUs; with too few logical CPUs declared, Ray waits
 # forever without an error. A 2-core machine runs fine with these declared.
@@ -89,11 +91,27 @@ def cpu_backend_overrides(
     ]
 
 
+# The actor's learning rate per task. The lengths tasks start from a warm-started model whose lengths vary because it
+# stops after a miss (long) or a hit (short); learning the class's characters faster than where to stop sends every
+# response to the length cap, where λ has nothing left to learn: within ten steps at 1e-2, by step 40 of 50 at 2e-3.
+TASK_LR = {"classes": 1e-2, "lengths-long": 2e-3, "lengths-short": 2e-3}
+
+
 def toy_task_overrides(
-    data_dir: Path, reward_path: str, *, steps: int, max_response_length: int = 32, lr: float = 1e-2
+    data_dir: Path,
+    reward_path: str,
+    *,
+    steps: int,
+    max_response_length: int = 32,
+    lr: float = 1e-2,
+    seed: int | None = None,
 ) -> list[str]:
-    """The embedded "classes" task with the training settings the demo uses."""
+    """An embedded task with the training settings the demo uses; ``seed`` sets the data order, the rollout's
+    sampling and the mini-batch shuffling (verl's defaults otherwise)."""
+    seeds = [] if seed is None else [f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}"]
+    seeds += [] if seed is None else [f"actor_rollout_ref.actor.data_loader_seed={seed}"]
     return [
+        *seeds,
         f"data.train_files={data_dir / 'train.parquet'}",
         f"data.val_files={data_dir / 'test.parquet'}",
         "data.max_prompt_length=64",
@@ -121,18 +139,6 @@ def cpu_env(out_dir: Path) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The per-step records verl's file logger wrote: ``[{"step": s, **metrics}, ...]``."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            records.append({"step": entry["step"], **entry["data"]})
-    return records
 
 
 # An exception as Python prints it (``RuntimeError: ...``, ``vllm.v1.engine.exceptions.EngineDeadError: ...``).
@@ -173,6 +179,7 @@ def _progress_line(record: dict, total: int) -> str:
         ("reward", "critic/score/mean", "{:.3f}"),
         ("length", "response_length/mean", "{:.1f}"),
         ("λ", "actor/lambda_grpo/lambda", "{:+.3f}"),
+        ("λ grad", "actor/lambda_grpo/lambda_grad", "{:+.4f}"),
         ("corr(f,L)", "actor/lambda_grpo/weight_length_corr", "{:+.2f}"),
         ("time", "timing_s/step", "{:.1f}s"),
     ):
@@ -181,11 +188,26 @@ def _progress_line(record: dict, total: int) -> str:
     return "  ".join(parts)
 
 
+def build_assets(out_dir: Path, task: str, size: str, max_chars: int) -> tuple[Path, Path]:
+    """The model and the data of ``task``: the tiny model as built for ``classes``, the warm-started one (cached)
+    for the lengths tasks."""
+    from verl_lambda.toy import build_dataset, build_model
+    from verl_lambda.toy.warm_start import cached_warm_start
+
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+    model_dir = (
+        build_model(out_dir / f"model-{size}", size=size) if task == "classes" else cached_warm_start(task, size)
+    )
+    return model_dir, build_dataset(out_dir / f"data-{task}", max_chars=max_chars, task=task)
+
+
 def run(
     out_dir: Path,
     steps: int,
     algo: str,
     size: str = "tiny",
+    task: str = "lengths-long",
     extra: Sequence[str] = (),
     timeout: float = 1800,
     stall_timeout: float = 600,
@@ -193,14 +215,14 @@ def run(
     **options,
 ) -> list[dict]:
     """Build assets, run verl's trainer, return the metric records. Raises on failure, timeout or a stalled run."""
-    from verl_lambda.toy import build_dataset, build_model, reward_fn_path
+    from verl_lambda.toy import reward_fn_path
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_dir = build_model(out_dir / f"model-{size}", size=size)
-    data_dir = build_dataset(out_dir / "data", max_chars=options.get("max_response_length", 32))
-    task_keys = ("max_response_length", "lr")
-    task = {k: v for k, v in options.items() if k in task_keys}
+    model_dir, data_dir = build_assets(out_dir, task, size, options.get("max_response_length", 32))
+    task_keys = ("max_response_length", "lr", "seed")
+    training = {k: v for k, v in options.items() if k in task_keys and v is not None}
+    training.setdefault("lr", TASK_LR[task])
     backend = {k: v for k, v in options.items() if k not in task_keys}
     metrics_path, log_path = out_dir / "metrics.jsonl", out_dir / "train.log"
     metrics_path.unlink(missing_ok=True)
@@ -210,7 +232,7 @@ def run(
         "verl.trainer.main_ppo",
         *algo_overrides(algo),
         *cpu_backend_overrides(model_dir, **backend),
-        *toy_task_overrides(data_dir, reward_fn_path(), steps=steps, **task),
+        *toy_task_overrides(data_dir, reward_fn_path(), steps=steps, **training),
         f"trainer.experiment_name={algo}",
         f"trainer.default_local_dir={out_dir / 'checkpoints'}",
         *extra,
@@ -218,7 +240,7 @@ def run(
     (out_dir / "command.txt").write_text(" ".join(command) + "\n")
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     rollout = options.get("rollout", "hf")
-    say(f"verl main_ppo on CPU: algo={algo}, {rollout} rollout, {steps} steps, output in {out_dir}")
+    say(f"verl main_ppo on CPU: algo={algo}, task {task}, {rollout} rollout, {steps} steps, output in {out_dir}")
     say(f"full log: {log_path}")
 
     start, last_progress, shown, peak_rss = time.monotonic(), time.monotonic(), 0, 0
@@ -270,10 +292,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--algo", default="lambda_grpo", choices=sorted(ALGORITHMS))
     parser.add_argument("--size", default="tiny", help="tiny model size: tiny, small or base")
+    parser.add_argument(
+        "--task",
+        default="lengths-long",
+        choices=TASKS,
+        help="lengths-long: longer responses (up to a prompt's target) earn more; lengths-short: its mirror; "
+        "classes: the tests' task (verl_lambda/toy/task.py)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="data order, rollout sampling, mini-batch shuffling")
     parser.add_argument("--prompts", type=int, default=8, help="prompts per step")
     parser.add_argument("--n", type=int, default=8, help="responses per prompt")
     parser.add_argument("--max-response-length", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--lr", type=float, default=None, help="actor learning rate (default: per task, TASK_LR)")
     parser.add_argument("--workers", type=int, default=1, help="data-parallel ranks")
     parser.add_argument("--trainer", choices=("v1", "v0"), default="v1", help="verl's trainer.use_v1 true/false")
     parser.add_argument("--rollout", choices=ROLLOUTS, default="hf", help="generation backend (rollout.name)")
@@ -283,13 +313,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--print-backend-overrides",
         action="store_true",
-        help="build the tiny model in --out, print the CPU backend's overrides (one per line) and exit",
+        help="build the task's model, print the CPU backend's overrides (one per line) and exit",
     )
     args, extra = parser.parse_known_args(argv)
     if args.print_backend_overrides:
-        from verl_lambda.toy import build_model
-
-        model_dir = build_model(args.out.resolve() / f"model-{args.size}", size=args.size)
+        model_dir, _ = build_assets(args.out.resolve(), args.task, args.size, args.max_response_length)
         overrides = cpu_backend_overrides(
             model_dir,
             prompts_per_step=args.prompts,
@@ -305,8 +333,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.steps,
         args.algo,
         size=args.size,
+        task=args.task,
         extra=extra,
         timeout=args.timeout,
+        seed=args.seed,
         prompts_per_step=args.prompts,
         n=args.n,
         max_response_length=args.max_response_length,
@@ -319,10 +349,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.no_plot:
         from verl_lambda.plot import plot_training
 
-        title = f"{args.algo} on CPU ({args.size} model, {args.rollout} rollout)"
+        title = f"{args.algo} on CPU: {args.task}, {args.size} model, {args.rollout} rollout"
         png = plot_training(records, args.out / "metrics.png", title=title)
         print(f"plot: {png}")
     print(f"metrics: {args.out / 'metrics.jsonl'}")
+    print(lambda_summary(records))
+
+
+def lambda_summary(records: Sequence[dict]) -> str:
+    """How much λ had to learn from: in how many steps its gradient was non-zero, and where it went."""
+    grads = [r["actor/lambda_grpo/lambda_grad"] for r in records if "actor/lambda_grpo/lambda_grad" in r]
+    if not grads:
+        return "λ: not in this run (λ-GRPO logs actor/lambda_grpo/*)"
+    lambdas = [r["actor/lambda_grpo/lambda"] for r in records if "actor/lambda_grpo/lambda" in r]
+    return (
+        f"λ: gradient non-zero in {sum(g != 0 for g in grads)} of {len(grads)} steps; "
+        f"λ {lambdas[0]:+.3f} after step 1, {lambdas[-1]:+.3f} after step {len(lambdas)}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,15 +15,22 @@ length. That correlation is what λ-GRPO's learnable λ responds to: it should r
 the optimum is the length cap, and once every response reaches it all weights are 1 and λ has nothing to learn.
 
 ``lengths-long`` and ``lengths-short`` (the demo's and the study's tasks): the prompt is n characters of one class
-(n from 3 to 10), and the response should continue the class for a prompt-dependent target length T below the cap:
-T = 2n + 8 (14 to 28 tokens) in ``lengths-long``, T = n - 1 (2 to 9) in ``lengths-short``. Reward =
-(share of the response's characters in the class) x (length fit: L / T up to T, then 1 - (L - T) / T down to 0).
-The starting policy (``verl_lambda.toy.warm_start``: the tiny model briefly fine-tuned to stop after 4 to 14 random
-characters) writes responses of 4 to 14 tokens, so under ``lengths-long`` most responses of a group are shorter than
-their target (a longer one earns more: λ should rise), and under ``lengths-short`` most are longer (a shorter one
-earns more: λ should fall). Neither optimum is the cap, and the target moves with n, which a 2-layer model learns
-slowly: lengths keep varying within groups, so λ keeps a signal all run long, while the class share (random
-characters at the start) makes reward rise within a few dozen steps.
+(n from 3 to 10), and the length that earns reward is set by what the response writes, so it differs between prompts
+and between the responses of a group for as long as the policy makes mistakes:
+
+- ``lengths-long``, a streak: the reward is the number of leading response characters in the class, up to a target
+  T = n + 14 (17 to 24, below the cap of 32), divided by T; characters written after the streak ended (past the
+  first miss) or past the target cost half as much each. The best response writes T characters of the class and
+  stops; a response that stops right after its first miss is longer the longer its streak: longer earns more.
+- ``lengths-short``, a needle: the reward is (T - h + 1) / T for the first class character at position h, with
+  T = n + 4 (7 to 14), and characters after it cost half as much each. The best response is one class character;
+  a response that stops at its first hit is shorter the earlier the hit: shorter earns more.
+
+The starting policy is the tiny model after a few seconds of supervised warm start on the task's format
+(``verl_lambda.toy.warm_start``): random characters until the first miss (long) or the first hit (short), then stop.
+Its lengths therefore vary within every group, and with them the reward, in the direction the variant says, so
+λ-GRPO's λ has a signal (rise for ``lengths-long``, fall for ``lengths-short``) for as long as the responses of a
+group differ in length. Neither optimum is the length cap.
 """
 
 from __future__ import annotations
@@ -40,16 +47,44 @@ REWARD_FN_NAME = "compute_score"
 CLASSES = {"0-9": string.digits, "a-j": string.ascii_lowercase[:10], "k-t": string.ascii_lowercase[10:20]}
 TASKS = ("classes", "lengths-long", "lengths-short")
 PROMPT_CHARS = range(3, 11)  # n, the number of prompt characters of the lengths tasks
+# What each character written beyond the rewarded part costs, relative to what one rewarded character earns.
+EXTRA_COST = 0.5
 
 
 def target_length(prompt_chars: int, variant: str) -> int:
-    """T of the lengths tasks: below the cap either way, above (long) or below (short) most untrained lengths."""
-    return 2 * prompt_chars + 8 if variant == "long" else prompt_chars - 1
+    """T of the lengths tasks: the longest streak that pays (long) or the position a hit stops paying (short)."""
+    return prompt_chars + 14 if variant == "long" else prompt_chars + 4
 
 
-def length_fit(length: int, target: int) -> float:
-    """1 at the target, falling linearly to 0 at length 0 and at twice the target."""
-    return length / target if length <= target else max(0.0, 1.0 - (length - target) / target)
+def length_score(response: str, wanted: str, target: int, variant: str) -> float:
+    """The lengths tasks' reward for ``response`` given the class's characters ``wanted``; see the module docstring."""
+    if variant == "long":
+        streak = next((i for i, char in enumerate(response) if char not in wanted), len(response))
+        paid = min(streak, target)
+        extra = max(0, len(response) - paid - 1)  # the miss that ends a streak is free: stopping needs it
+        return max(0.0, (paid - EXTRA_COST * extra) / target)
+    hit = next((i + 1 for i, char in enumerate(response) if char in wanted), None)
+    if hit is None:
+        return 0.0
+    return max(0.0, (target - hit + 1 - EXTRA_COST * (len(response) - hit)) / target)
+
+
+def demonstration(task: str, rng: random.Random) -> tuple[str, str]:
+    """One (prompt, response) of the task's format for the warm start: random characters until the first miss
+    (``lengths-long``) or the first hit (``lengths-short``), then stop. The characters are no better than chance
+    (a class character with probability 0.5 in a streak, 10/47 in a needle search), so the task is not learnt."""
+    from verl_lambda.toy.model import CHARACTERS
+
+    name = rng.choice(sorted(CLASSES))
+    wanted = CLASSES[name]
+    prompt = "".join(rng.choice(wanted) for _ in range(rng.choice(PROMPT_CHARS)))
+    response = ""
+    for _ in range(32):
+        char = rng.choice(wanted) if task == "lengths-long" and rng.random() < 0.5 else rng.choice(CHARACTERS)
+        response += char
+        if (char not in wanted) == (task == "lengths-long"):
+            break
+    return prompt, response
 
 
 def reward_fn_path() -> str:
@@ -59,13 +94,12 @@ def reward_fn_path() -> str:
 
 def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_info: Any = None, **kwargs) -> float:
     """``classes``: the share of the response budget filled with characters of the class ``ground_truth``.
-    ``lengths-*``: the share of the response's characters in the class times its fit to the target length."""
+    ``lengths-*``: ``length_score``."""
     info = extra_info or {}
     wanted = CLASSES[ground_truth]
     in_class = sum(char in wanted for char in solution_str)
     if data_source == LENGTHS_SOURCE:
-        length = len(solution_str)
-        return in_class / length * length_fit(length, int(info["target"])) if length else 0.0
+        return length_score(solution_str, wanted, int(info["target"]), info["variant"])
     max_chars = int(info.get("max_chars", 32))
     return min(in_class, max_chars) / max_chars
 
