@@ -1,6 +1,8 @@
 """GRPO-λ's policy loss (spec §4-5) against verl's own ``vanilla`` loss, the spec's on-policy closed form, and in
 combination with ``loss_agg_mode=lambda_grpo``, through verl's loss path."""
 
+import math
+
 import pytest
 import torch
 from loss_harness import loss_inputs, run_loss
@@ -155,3 +157,61 @@ def test_combined_with_lambda_grpo_through_verls_loss_path():
     )
     loss_weighted, _, state = run_loss(learnable, data, log_prob, lam=1.0)
     assert not torch.equal(loss_weighted, loss_alone) and state.value.grad.abs() > 0
+
+
+@pytest.mark.parametrize("style", ["recent", "both"])
+def test_an_infinite_log_ratio_is_clamped_before_the_trace_like_verls(style):
+    """An infinite or huge log-ratio at a valid token (e.g. old_log_prob = rollout_log_probs = -inf in bypass mode)
+    trains as verl's vanilla loss trains it: clamped to ±20 first, so its response does not turn into NaN."""
+    old, log_prob, advantages, mask = inputs(seed=4, bs=3, length=12, spread=0.1)
+    mask[:] = 1
+    old[0, 2], old[1, 5], old[2, 7] = -math.inf, math.inf, 1e6  # log-ratios +inf, -inf, -1e6 at valid tokens
+    clamped_old = old.clone()
+    clamped_old[0, 2], clamped_old[1, 5], clamped_old[2, 7] = (
+        log_prob[0, 2].item() - 20.0,
+        log_prob[1, 5].item() + 20.0,
+        log_prob[2, 7].item() + 20.0,
+    )
+    config = actor(lam=0.9, style=style, neg_adv_clamp=None)
+    loss, grad, metrics = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "token-mean", config)
+    want_loss, want_grad, _ = loss_and_grad(GRPO_LAMBDA, clamped_old, log_prob, advantages, mask, "token-mean", config)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    torch.testing.assert_close(loss, want_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-6, atol=1e-6)
+    assert metrics["actor/grpo_lambda/trace_max"] == pytest.approx(20.0, rel=0.2)
+    # κ = 0 is still exactly verl's vanilla loss, infinite log-ratios included
+    zero = actor(lam=0.0, style="recent", neg_adv_clamp=None)
+    ours = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "token-mean", zero)
+    verls = loss_and_grad(VANILLA, old, log_prob, advantages, mask, "token-mean", zero)
+    assert torch.equal(ours[0], verls[0]) and torch.equal(ours[1], verls[1])
+
+
+def test_a_nan_log_ratio_at_a_valid_token_stays_nan_as_in_verl():
+    old, log_prob, advantages, mask = inputs(seed=5, bs=3, length=12)
+    mask[:] = 1
+    old[1, 4] = math.nan
+    config = actor(lam=0.9, neg_adv_clamp=None)
+    loss, _, _ = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "token-mean", config)
+    verls, _, _ = loss_and_grad(VANILLA, old, log_prob, advantages, mask, "token-mean", config)
+    assert torch.isnan(loss) and torch.isnan(verls)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    ("style", "variant"), [("recent", "epsilon-trace"), ("both", "epsilon-trace"), ("both", "epsilon-weight")]
+)
+def test_the_loss_under_autocast_equals_its_float64_value(dtype, style, variant):
+    """Inside verl's engine the loss runs under ``autocast(bf16)``; the whole GRPO-λ loss must still be the float32
+    computation: compared with the same loss on float64 inputs, forward and backward."""
+    old, log_prob, advantages, mask = inputs(seed=6, bs=6, length=400, spread=0.05)
+    config = actor("seq-mean-token-mean", lam=0.99, style=style, variant=variant)
+    with torch.autocast("cpu", dtype=dtype):
+        loss, grad, _ = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "seq-mean-token-mean", config)
+    assert loss.dtype == torch.float32 and grad.dtype == torch.float32
+    log_prob64 = log_prob.detach().double().requires_grad_()
+    want, want_grad, _ = loss_and_grad(
+        GRPO_LAMBDA, old.double(), log_prob64, advantages.double(), mask.double(), "seq-mean-token-mean", config
+    )
+    assert abs(loss.item() - want.item()) <= 1e-5 * abs(want.item())
+    scale = want_grad.abs().amax(-1)
+    assert ((grad.double() - want_grad).abs().amax(-1) <= 1e-5 * scale).all()

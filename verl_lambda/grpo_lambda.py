@@ -35,9 +35,9 @@ def clip_negative_advantages(
     """
     if floor is None:
         return advantages, torch.zeros((), device=advantages.device)
-    mask = response_mask.to(advantages.dtype)
-    clamped = torch.lt(advantages, floor).to(advantages.dtype)
-    share = torch.dot(clamped.flatten(), mask.flatten()) / mask.sum().clamp(min=1)
+    mask = response_mask.to(torch.float32)
+    clamped = torch.lt(advantages, floor).to(torch.float32)
+    share = (clamped * mask).sum() / mask.sum().clamp(min=1)  # elementwise: autocast would lower a dot product
     return advantages.clamp(min=floor), share  # floor <= 0, so only negative advantages move
 
 
@@ -98,16 +98,19 @@ def compute_policy_loss_grpo_lambda(
 
     # padded positions may hold anything (inf - inf = NaN); they must not reach the trace or the metrics
     log_ratio = torch.where(response_mask.bool(), log_prob - old_log_prob, 0.0)
+    # clamped as verl's vanilla loss clamps it, before the trace: one infinite log-ratio at a valid token (e.g.
+    # old_log_prob = rollout_log_probs in bypass mode) would otherwise turn every later token of its response into
+    # inf or NaN (inf * 0 in the scan); a NaN stays NaN, as in verl
     clamped_log_ratio = torch.clamp(log_ratio, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP)
     ppo_kl = masked_mean(-clamped_log_ratio, response_mask)
     if options.variant == "epsilon-trace":
-        trace = traced_log_ratio(log_ratio, response_mask, options.decay, options.style)
+        trace = traced_log_ratio(clamped_log_ratio, response_mask, options.decay, options.style)
         ratio = torch.exp(torch.clamp(trace, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP))
         token_weights = None
     else:  # epsilon-weight: per-token ratio and clipping, each token weighted by its trace mass
-        trace = traced_log_ratio(log_ratio.detach(), response_mask, options.decay, options.style)  # metrics only
+        trace = traced_log_ratio(clamped_log_ratio.detach(), response_mask, options.decay, options.style)  # metrics
         ratio = torch.exp(clamped_log_ratio)
-        token_weights = trace_mass(response_mask, options.decay, options.style).to(log_prob.dtype)
+        token_weights = trace_mass(response_mask, options.decay, options.style)  # float32 under any autocast
 
     pg_losses, clipfrac, clipfrac_lower = clipped_surrogate(ratio, advantages, response_mask, config)
     if token_weights is not None:

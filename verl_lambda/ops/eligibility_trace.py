@@ -11,6 +11,10 @@ With ``d_k = log pi_theta(o_k) - log pi_old(o_k)`` for response token k and deca
 Cost: O(T) time and O(bs*T) memory. A direct ``κ**(t-k)`` matrix would be O(T²), and ``κ**t * cumsum(κ**-k d_k)``
 overflows float32 for κ near 1 and T in the thousands; instead the recurrence runs as a chunked scan: a small
 ``C x C`` decay matrix inside chunks, and the same scan, at decay ``κ**C``, over the chunk ends.
+
+Precision: the scan's matmuls are what autocast lowers (verl computes the loss inside ``autocast(bf16)`` on GPUs), so
+every function here turns autocast off for its input's device type and computes in float32 (float64 for float64
+input), forward and backward.
 """
 
 from __future__ import annotations
@@ -27,6 +31,16 @@ TRACE_STYLES = ("recent", "both")
 SCAN_CHUNK = 32
 # Below this many multiply-adds (rows x T x T) a scan is one matmul with a cached triangular matrix.
 DIRECT_SCAN_WORK = 1 << 22
+
+
+def full_precision(tensor: torch.Tensor) -> torch.autocast:
+    """Autocast off for ``tensor``'s device type (CUDA, CPU, ...): inside, matmuls run in their inputs' dtype."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """float64 for float64 input, float32 for every other (bf16, fp16, float32)."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
 def _check_decay(decay: float) -> float:
@@ -48,9 +62,14 @@ def decayed_cumsum(x: torch.Tensor, decay: float, reverse: bool = False, chunk: 
         chunk: scan chunk size.
 
     Returns:
-        (..., T) tensor of x's dtype.
+        (..., T) tensor of x's dtype, computed in that dtype whatever autocast context is active.
     """
     decay = _check_decay(decay)
+    with full_precision(x):
+        return _decayed_cumsum(x, decay, reverse, chunk)
+
+
+def _decayed_cumsum(x: torch.Tensor, decay: float, reverse: bool, chunk: int) -> torch.Tensor:
     if decay == 0.0 or x.shape[-1] <= 1:
         return x.clone()
     if decay == 1.0:
@@ -69,10 +88,10 @@ def decayed_cumsum(x: torch.Tensor, decay: float, reverse: bool = False, chunk: 
         # the scan value at each chunk boundary obeys the same recurrence at decay**C; feed it into the next chunk
         into = decay_powers(decay, chunk + 1, x.dtype, x.device)[1:]  # decay**1 .. decay**C
         if reverse:
-            starts = decayed_cumsum(local[..., 0], decay**chunk, reverse=True, chunk=chunk)
+            starts = _decayed_cumsum(local[..., 0], decay**chunk, True, chunk)
             local.addcmul_(F.pad(starts[..., 1:], (0, 1)).unsqueeze(-1), into.flip(0))  # decay**(C - i)
         else:
-            ends = decayed_cumsum(local[..., -1], decay**chunk, chunk=chunk)
+            ends = _decayed_cumsum(local[..., -1], decay**chunk, False, chunk)
             local.addcmul_(F.pad(ends[..., :-1], (1, 0)).unsqueeze(-1), into)  # decay**(i + 1)
     out = local.flatten(-2)
     return out[..., :length] if pad else out
@@ -148,13 +167,13 @@ def traced_log_ratio(
         style: ``recent`` or ``both``.
 
     Returns:
-        e: (bs, T) float32 (float64 for float64 input), differentiable in ``log_ratio``.
+        e: (bs, T) float32 (float64 for float64 input), differentiable in ``log_ratio``; computed in that precision
+        forward and backward under any autocast context.
     """
     decay = _check_decay(decay)
     if style not in TRACE_STYLES:
         raise ValueError(f"style must be one of {list(TRACE_STYLES)}, got {style!r}")
-    dtype = torch.float64 if log_ratio.dtype == torch.float64 else torch.float32
-    return _Trace.apply(log_ratio.to(dtype), response_mask.bool(), decay, style)
+    return _Trace.apply(log_ratio.to(compute_dtype(log_ratio)), response_mask.bool(), decay, style)
 
 
 class _Trace(torch.autograd.Function):
@@ -168,21 +187,24 @@ class _Trace(torch.autograd.Function):
     @staticmethod
     def forward(ctx, d: torch.Tensor, valid: torch.Tensor, decay: float, style: str) -> torch.Tensor:
         ctx.save_for_backward(valid)
-        ctx.decay, ctx.style = decay, style
-        return _trace(d.where(valid, 0.0), decay, style).masked_fill_(~valid, 0.0)
+        ctx.decay, ctx.style, ctx.dtype = decay, style, d.dtype
+        with full_precision(d):
+            return _trace(d.where(valid, 0.0), decay, style).masked_fill_(~valid, 0.0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (valid,) = ctx.saved_tensors
-        upstream = grad.to(torch.float64 if grad.dtype == torch.float64 else torch.float32).where(valid, 0.0)
-        return _trace_transposed(upstream, ctx.decay, ctx.style).masked_fill_(~valid, 0.0), None, None, None
+        # the backward may run under another autocast context than the forward (or on another thread)
+        with full_precision(grad):
+            upstream = grad.to(ctx.dtype).where(valid, 0.0)
+            return _trace_transposed(upstream, ctx.decay, ctx.style).masked_fill_(~valid, 0.0), None, None, None
 
 
 def _trace(d: torch.Tensor, decay: float, style: str) -> torch.Tensor:
     """W d for masked-out d. ``recent`` is the scan. For ``both``, max(κ**(t-k), κ**k) is κ**(t-k) for k >= t/2 and
     κ**k below, so with m = ceil(t/2): ``e_t = recent_t - κ**(t-m+1) recent_{m-1} + sum_{k<m} κ**k d_k``.
     Odd t = 2j-1 and even t = 2j share m = j, with t-m+1 = j and j+1."""
-    out = decayed_cumsum(d, decay)
+    out = _decayed_cumsum(d, decay, False, SCAN_CHUNK)
     if style == "recent" or decay == 1.0:  # at κ = 1 every weight of `both` is 1 too
         return out
     length = d.shape[-1]
@@ -201,7 +223,7 @@ def _trace(d: torch.Tensor, decay: float, style: str) -> torch.Tensor:
 def _trace_transposed(g: torch.Tensor, decay: float, style: str) -> torch.Tensor:
     """W^T g: ``recent`` is the reverse scan R; ``both`` is ``R_k - κ**(k+1) R_{2k+1} + κ**k sum_{t>2k} g_t``
     (the weight of (t, k) is κ**(t-k) for t <= 2k and κ**k beyond)."""
-    out = decayed_cumsum(g, decay, reverse=True)
+    out = _decayed_cumsum(g, decay, True, SCAN_CHUNK)
     if style == "recent" or decay == 1.0:
         return out
     n_odd = g.shape[-1] // 2  # k with 2k+1 inside the response tensor
@@ -224,12 +246,13 @@ def trace_mass(response_mask: torch.Tensor, decay: float, style: str = "recent")
         style: ``recent`` or ``both``.
 
     Returns:
-        (bs, T) float32 weights, 0 at masked positions.
+        (bs, T) float32 weights, 0 at masked positions, computed in float32 under any autocast context.
     """
     decay = _check_decay(decay)
     if style not in TRACE_STYLES:
         raise ValueError(f"style must be one of {list(TRACE_STYLES)}, got {style!r}")
     mask = response_mask.to(torch.float32)
-    mass = _trace_transposed(mask, decay, style).mul_(mask)  # W^T mask: the column sums over valid t
-    mean = mass.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
-    return torch.where(mean > 0, mass / mean.clamp(min=1e-30), 0.0)
+    with full_precision(mask):
+        mass = _trace_transposed(mask, decay, style).mul_(mask)  # W^T mask: the column sums over valid t
+        mean = mass.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
+        return torch.where(mean > 0, mass / mean.clamp(min=1e-30), 0.0)

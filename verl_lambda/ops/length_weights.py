@@ -12,6 +12,10 @@ is how λ is learned.
 Groups are handled as a padded table, one row per group (``(n_groups, G)`` with a mask), and every sample carries its
 row and its position in that row: a sample's weight can be computed wherever the sample lands, without its
 group-mates, and the per-λ work is done once per group rather than once per sample.
+
+Precision: verl computes the loss inside ``autocast(bf16)`` on GPUs. The weights are computed in float64 (which
+autocast never lowers) and the weighted aggregation in float32 (float64 for float64 input) with autocast off for the
+input's device type, forward and backward, so both equal their float32 results under any autocast context.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ DIRECT_LOG = 20.0
 # Beyond this λ ln h the softmax of h ** λ is one-hot up to float64 rounding; exp is capped here so nothing overflows.
 SATURATED_LOG = 700.0
 LAMBDA_GRPO_BASES = ("seq-mean-token-mean", "token-mean")
+
+
+def _full_precision(tensor: torch.Tensor) -> torch.autocast:
+    """Autocast off for ``tensor``'s device type: inside, every op computes in its inputs' dtype."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
 
 
 def length_preference(
@@ -119,6 +128,18 @@ def weights_and_slope(
     ``h ** λ`` would lose precision or overflow). ``log_h``, ``bias`` and ``size`` are the group table of
     ``softmax_inputs``; ``group_index`` and ``self_index`` (bs,) locate each sample in it (``group_table``).
     """
+    with _full_precision(log_h):
+        return _weights_and_slope(log_h, bias, size, group_index, self_index, lam)
+
+
+def _weights_and_slope(
+    log_h: torch.Tensor,
+    bias: torch.Tensor,
+    size: torch.Tensor,
+    group_index: torch.Tensor,
+    self_index: torch.Tensor,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     u = log_h * lam  # λ ln h, 0 at masked positions
     if float(u.max()) <= DIRECT_LOG:  # the common case: h ** λ is at most e**20, formed directly
         g = torch.exp(u)
@@ -227,7 +248,8 @@ def weighted_agg_loss(
         global_batch_size: responses in the global mini-batch (seq-mean-token-mean); likewise.
 
     Returns:
-        a scalar tensor.
+        a scalar tensor, float32 (float64 for float64 ``loss_mat``), computed in that precision under any autocast
+        context.
     """
     if base not in LAMBDA_GRPO_BASES:
         raise ValueError(f"base must be one of {list(LAMBDA_GRPO_BASES)}, got {base!r}")
@@ -239,7 +261,9 @@ def weighted_agg_loss(
                 f"(global) {'batch_num_tokens' if per_token else 'global_batch_size'} is required when dp_size > 1"
             )
         count = loss_mask.sum() if per_token else (loss_mask.sum(-1) > 0).sum()
-    return _WeightedAggregation.apply(loss_mat, loss_mask, weights.to(loss_mat.dtype), per_token, count, dp_size)
+    dtype = torch.float64 if loss_mat.dtype == torch.float64 else torch.float32
+    with _full_precision(loss_mat):
+        return _WeightedAggregation.apply(loss_mat.to(dtype), loss_mask, weights.to(dtype), per_token, count, dp_size)
 
 
 class _WeightedAggregation(torch.autograd.Function):
@@ -261,6 +285,11 @@ class _WeightedAggregation(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        with _full_precision(grad):
+            return _WeightedAggregation._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         total = grad * ctx.dp_size / ctx.count  # d loss / d (weighted sum)
         grad_loss_mat = grad_weights = None
         if ctx.per_token:
