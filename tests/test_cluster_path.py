@@ -190,6 +190,36 @@ def test_the_trainer_process_learns_the_base_from_its_config(tiny_model_dir):
     )
 
 
+def test_the_fully_async_trainer_learns_the_base_from_its_config(tiny_model_dir, monkeypatch):
+    """verl's experimental FullyAsyncTrainer (a Ray actor class) never calls RayPPOTrainer.__init__ nor builds an
+    ActorConfig: its own __init__ is wrapped, in the class Ray's actor process instantiates."""
+    from omegaconf import open_dict
+    from verl.experimental.fully_async_policy import fully_async_trainer
+
+    from verl_lambda import lambda_grpo, patches
+    from verl_lambda.cpu.harness import compose_config
+
+    overrides = ["actor_rollout_ref.actor.loss_agg_mode=lambda_grpo", "actor_rollout_ref.hybrid_engine=false"]
+    config = compose_config(tiny_model_dir, [*overrides, "+actor_rollout_ref.actor.lambda_grpo.base=token-mean"])
+    with open_dict(config):
+        config.trainer.logger = ["console"]
+        config.async_training = {
+            "trigger_parameter_sync_step": 1,
+            "use_trainer_do_validate": False,
+            "require_batches": 1,
+        }
+        config.rollout = {"nnodes": 1, "n_gpus_per_node": 1}
+    monkeypatch.setattr(lambda_grpo, "_BASE_OUTSIDE_POLICY_TERM", "seq-mean-token-mean")
+    actor_class = fully_async_trainer.FullyAsyncTrainer.__ray_metadata__.modified_class  # what Ray's process runs
+    actor_class(config, tokenizer=None, role_worker_mapping={}, resource_pool_manager=None)
+    loss_mat, mask = torch.randn(4, 7), (torch.rand(4, 7) > 0.3).float()
+    assert torch.equal(
+        core_algos.agg_loss(loss_mat, mask, "lambda_grpo"), core_algos.agg_loss(loss_mat, mask, "token-mean")
+    )
+    decorated, instantiated = patches.ray_actor_classes(fully_async_trainer.FullyAsyncTrainer)
+    assert instantiated is actor_class and issubclass(instantiated, decorated) and decorated is not instantiated
+
+
 def test_a_critic_never_inherits_lambda_grpo(tiny_model_dir):
     from hydra.errors import InstantiationException
     from verl.utils.config import omega_conf_to_dataclass

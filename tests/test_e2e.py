@@ -1,5 +1,7 @@
 """End to end: ``python -m verl.trainer.main_ppo`` on CPU (Ray, verl's V1 trainer, FSDP2 engine workers, the ``hf``
-rollout, reward workers), asserting on what verl logged. Each run has a hard timeout. The legacy trainer
+rollout, reward workers), asserting on what verl logged. Each run has a hard timeout. Both methods run here in bf16
+mixed precision, as verl's FSDP engine runs on a GPU by default (the loss under ``autocast(bf16)``; every actor loss
+checks it and logs ``actor/cpu/loss_autocast_bits``), GRPO in fp32. The legacy trainer
 (``trainer.use_v1=false``) runs both methods with verl's vLLM rollout in ``tests/test_vllm_e2e.py``; the
 ``trainer`` parameter keeps these tests' ids stable for ``scripts/test_verl_version.sh``."""
 
@@ -48,6 +50,7 @@ def test_grpo_trains_on_cpu(tmp_path, trainer):
         assert r["actor/kl_loss"] >= 0
         # the hf rollout's log-probs are what verl's FSDP actor recomputes
         assert r["training/rollout_probs_diff_max"] < 1e-4
+        assert r["actor/cpu/loss_autocast_bits"] == 32.0  # fp32: autocast off in the loss
     # what the rollout generated, as verl dumped it: rollout.n samples of each prompt, scored by the task's reward
     rows = [json.loads(line) for line in (tmp_path / "rollouts" / "1.jsonl").read_text().splitlines()]
     assert len(rows) == PROMPTS * N
@@ -64,7 +67,7 @@ LAMBDA_EXTRA = ("+actor_rollout_ref.actor.lambda_grpo.lr=0.05", "trainer.save_fr
 def lambda_grpo_v1(tmp_path_factory):
     """λ-GRPO for 3 steps on the V1 trainer, with a checkpoint at step 2 (shared by two tests)."""
     out = tmp_path_factory.mktemp("lambda_grpo_v1")
-    return out, train(out, "lambda_grpo", 3, "v1", *LAMBDA_EXTRA)
+    return out, train(out, "lambda_grpo", 3, "v1", *LAMBDA_EXTRA, precision="bf16")
 
 
 def check_lambda_follows_the_task(records):
@@ -78,6 +81,7 @@ def check_lambda_follows_the_task(records):
 
 def test_lambda_grpo_trains_v1(lambda_grpo_v1):
     check_lambda_follows_the_task(lambda_grpo_v1[1])
+    assert all(r["actor/cpu/loss_autocast_bits"] == 16.0 for r in lambda_grpo_v1[1])  # the loss ran under bf16 autocast
 
 
 def test_lambda_survives_checkpoint_and_resume(tmp_path, lambda_grpo_v1):
@@ -94,6 +98,7 @@ def test_lambda_survives_checkpoint_and_resume(tmp_path, lambda_grpo_v1):
         *LAMBDA_EXTRA,
         "trainer.resume_mode=resume_path",
         f"trainer.resume_from_path={checkpoint.parent.parent}",
+        precision="bf16",
     )
     assert [r["step"] for r in resumed] == [3]
     assert resumed[0]["actor/lambda_grpo/lambda"] == full[2]["actor/lambda_grpo/lambda"]
@@ -110,8 +115,10 @@ def test_grpo_lambda_trains(tmp_path, trainer):
         trainer,
         "actor_rollout_ref.actor.ppo_mini_batch_size=2",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+        precision="bf16",
     )
     for r in records:
+        assert r["actor/cpu/loss_autocast_bits"] == 16.0  # the trace ran inside bf16 autocast (and computed in float32)
         assert math.isfinite(r["actor/pg_loss"]) and r["actor/grad_norm"] > 0
         assert 0.0 <= r["actor/grpo_lambda/clamped_adv_frac"] <= 1.0
         assert math.isfinite(r["actor/grpo_lambda/trace_mean"])

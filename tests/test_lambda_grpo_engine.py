@@ -6,7 +6,8 @@ import torch
 from lambda_runs import launch_ranks, run
 
 from verl_lambda import lambda_grpo
-from verl_lambda.cpu.harness import ActorHarness, init_process_group, make_batch
+from verl_lambda.cpu.harness import PRECISIONS, ActorHarness, init_process_group, make_batch, precision_overrides
+from verl_lambda.cpu.patches import CHECK_AUTOCAST_ENV
 from verl_lambda.ops.length_weights import length_weights
 
 BATCH = {"n_groups": 4, "group_size": 4, "max_response_len": 12}
@@ -23,17 +24,21 @@ def spec(model_dir, overrides, steps=1, **kwargs):
     return {"model_dir": model_dir, "overrides": list(overrides), "batch": BATCH, "steps": steps, **kwargs}
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize(
     ("base", "verl_mode"), [("seq-mean-token-mean", "seq-mean-token-mean"), ("token-mean", "token-mean")]
 )
-def test_frozen_lambda_zero_trains_exactly_like_verls_mode(tiny_model_dir, base, verl_mode):
+def test_frozen_lambda_zero_trains_exactly_like_verls_mode(tiny_model_dir, base, verl_mode, precision, monkeypatch):
+    """Bitwise verl's mode, in fp32 and in bf16 mixed precision (the loss inside autocast(bf16), as on GPUs)."""
+    monkeypatch.setenv(CHECK_AUTOCAST_ENV, precision)  # the loss fails if the engine's autocast is not `precision`
     frozen = [
         f"{MODE}=lambda_grpo",
         f"+actor_rollout_ref.actor.lambda_grpo.base={base}",
         "+actor_rollout_ref.actor.lambda_grpo.learnable=false",
+        *precision_overrides(precision),
     ]
     ours = run(spec(tiny_model_dir, frozen, steps=2, on_policy=True))
-    verls = run(spec(tiny_model_dir, [f"{MODE}={verl_mode}"], steps=2, on_policy=True))
+    verls = run(spec(tiny_model_dir, [f"{MODE}={verl_mode}", *precision_overrides(precision)], steps=2, on_policy=True))
     for a, b in zip(ours["steps"], verls["steps"], strict=True):
         assert a["pg_loss"] == b["pg_loss"]
         assert a["grad_norm"] == b["grad_norm"]
@@ -68,6 +73,23 @@ def test_invariant_to_micro_batch_size(tiny_model_dir):
             assert got["lambda_grad"] == pytest.approx(want["lambda_grad"], rel=1e-5, abs=1e-8), micro
             assert got["lambda"] == pytest.approx(want["lambda"], rel=1e-6), micro
     assert reference[0]["lambda_grad"] != 0.0
+
+
+def test_invariant_to_micro_batch_size_in_bf16_mixed_precision(tiny_model_dir, monkeypatch):
+    """The same under bf16 autocast, for one step: the loss and dλ come from the same bf16 forward whatever the split,
+    and our weights and aggregation run in float32. (From the second step on the models themselves differ by bf16
+    rounding of differently accumulated updates, about 3e-5 relative in the loss: not ours to remove.)"""
+    monkeypatch.setenv(CHECK_AUTOCAST_ENV, "bf16")
+    results = {}
+    for micro in (1, 4, 8):
+        overrides = [f"{MODE}=lambda_grpo", f"{MICRO}={micro}", "+actor_rollout_ref.actor.lambda_grpo.init=0.5"]
+        results[micro] = run(spec(tiny_model_dir, [*overrides, *precision_overrides("bf16")], shuffle_seed=1))["steps"]
+    (want,) = results[8]
+    for micro, (got,) in results.items():
+        assert sum(got["pg_loss"]) == pytest.approx(sum(want["pg_loss"]), rel=1e-6, abs=1e-8), micro
+        assert got["lambda_grad"] == pytest.approx(want["lambda_grad"], rel=1e-6, abs=1e-9), micro
+        assert got["lambda"] == want["lambda"], micro
+    assert want["lambda_grad"] != 0.0
 
 
 def test_invariant_to_data_parallel_degree_and_lambda_stays_in_sync(tiny_model_dir):
@@ -128,6 +150,32 @@ def test_h_floored_counts_the_responses_whose_own_h_hit_the_floor():
     report = lambda_grpo.attach_group_lengths(td, state, dp_group=None)
     assert report.floored == 1
     assert lambda_grpo.step_metrics(state, report)["lambda_grpo/h_floored"] == 1.0
+
+
+@pytest.mark.parametrize("lam", [0.0, 3.0, 8.0, 25.0])
+def test_max_weight_share_is_the_largest_share_of_a_group_held_by_one_response(lam, caplog):
+    """``max_weight_share`` = max over the step's groups of max_i f_i / G (verl's padding, groups of one, excluded);
+    past one half a warning names the metric, once until the weights recover."""
+    from verl.utils import tensordict_utils as tu
+
+    lengths = torch.tensor([3, 5, 8, 12, 2, 2, 2, 12, 6, 6, 6, 6, 7])
+    batch = make_batch(vocab_size=40, n_groups=1, group_size=13, seed=0, response_lengths=lengths)
+    batch.uids[:] = ["a"] * 4 + ["b"] * 4 + ["c"] * 4 + ["pad0"]
+    td = batch.to_tensordict()
+    tu.assign_non_tensor(td, dummy=0)
+    state = lambda_grpo.LearnableLambda(lambda_grpo.LambdaGRPOConfig(init=lam))
+    with caplog.at_level("WARNING", logger="verl_lambda"):
+        report = lambda_grpo.attach_group_lengths(td, state, dp_group=None)
+        metrics = lambda_grpo.step_metrics(state, report)
+        lambda_grpo.step_metrics(state, report)  # still degenerate: no second warning
+    groups = [length_weights(lengths[i : i + 4], torch.zeros(4), lam) / 4 for i in (0, 4, 8)]
+    want = max(float(g.max()) for g in groups)
+    assert metrics["lambda_grpo/max_weight_share"] == pytest.approx(want, rel=1e-6)
+    if lam == 0.0:
+        assert want == 0.25  # the padding sample's group of one (share 1) does not count
+    warnings = [r for r in caplog.records if "max_weight_share" in r.getMessage()]
+    assert len(warnings) == (1 if want > 0.5 else 0)
+    assert (want > 0.5) == (lam >= 8.0)
 
 
 def test_lambda_moves_with_the_length_advantage_correlation(tiny_model_dir):

@@ -4,7 +4,7 @@ direction, that held-out groups leave the policy term, and the same invariances 
 import pytest
 import torch
 from lambda_runs import launch_ranks, run
-from loss_harness import BS, actor_config, loss_inputs
+from loss_harness import BS, actor_config, loss_inputs, metric_values, run_loss
 from verl.utils import tensordict_utils as tu
 from verl.workers.utils import losses
 
@@ -76,9 +76,42 @@ def test_direction_follows_the_held_out_length_advantage_relation():
         )  # 2 of the 8 groups
 
 
+@pytest.mark.parametrize("base", ["seq-mean-token-mean", "token-mean"])
+def test_the_policy_term_is_the_base_aggregation_over_the_rows_that_train(base):
+    """Held-out rows leave the policy term, and so do they its normaliser: on-policy (ratio 1, no clipping) the
+    per-token loss is -A, so the policy term is -(1/N) Σ_{trained} f_i mean_t A_i (seq-mean-token-mean) or
+    -(1/N_tok) Σ_{trained} f_i Σ_t A_i (token-mean), with N and N_tok the trained responses and tokens. Entropy keeps
+    verl's normaliser over the whole mini-batch."""
+    config = actor_config("lambda_grpo", lambda_grpo={"base": base, "signal": "validation"}, entropy_coeff=0.01)
+    data, log_prob, entropy = loss_inputs(seed=5, on_policy=True)
+    _, metrics, _ = run_loss(config, data, log_prob, entropy=entropy, lam=1.3)
+    held = data[lambda_grpo.HELD_OUT_KEY].bool()
+    assert 0 < int(held.sum()) < BS
+    weights = data[lambda_grpo.WEIGHT_KEY].double()
+    tokens = lambda_grpo.valid_tokens(data["response_mask"]).double()
+    advantages = lambda_grpo.response_advantages(data)
+    trained = ~held
+    if base == "token-mean":
+        want = -(weights * advantages * tokens)[trained].sum() / tokens[trained].sum()
+    else:
+        want = -(weights * advantages)[trained].sum() / int(trained.sum())
+    pg_loss = sum(metric_values(metrics["actor/pg_loss"]))
+    assert pg_loss == pytest.approx(want.item(), rel=1e-6, abs=1e-9)
+    assert weights[held].eq(0).all() and not weights[trained].eq(1).all()
+    # entropy: verl's base aggregation over every row of the mini-batch, held-out ones included
+    from verl.trainer.ppo import core_algos
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    mask = data["response_mask"].to_padded_tensor(0).float() if data["response_mask"].is_nested else None
+    mask = data["response_mask"].float() if mask is None else mask
+    padded = no_padding_2_padding(entropy.detach(), data)
+    want_entropy = core_algos.agg_loss(padded, mask, base, 1, int(mask.sum()), BS)
+    assert sum(metric_values(metrics["actor/entropy_loss"])) == pytest.approx(want_entropy.item(), rel=1e-6)
+
+
 def test_held_out_groups_leave_the_policy_term(tiny_model_dir):
-    """One update with the validation signal moves the model exactly as the train signal with λ frozen at the same
-    value and the held-out groups' advantages set to zero."""
+    """One update with the validation signal moves the model as the train signal with λ frozen at the same value
+    does on the trained rows alone (same weights, same normaliser: the trained responses)."""
     batch = make_batch(vocab_size=40, seed=4, **BATCH)
     uids = lambda_grpo.held_out_uids(batch.uids, 0.25)
     held = torch.tensor([uid in uids for uid in batch.uids])
@@ -98,9 +131,12 @@ def test_held_out_groups_leave_the_policy_term(tiny_model_dir):
             "+actor_rollout_ref.actor.lambda_grpo.learnable=false",
         ],
     )
-    batch.tensors["advantages"] = batch.tensors["advantages"] * ~held[:, None]
-    frozen.update(batch, global_batch_size=len(batch))
-    assert torch.equal(validation.flat_params(), frozen.flat_params())
+    trained = batch.select(torch.nonzero(~held).view(-1))
+    frozen.update(trained, global_batch_size=len(trained))
+    before = ActorHarness(tiny_model_dir, [f"{MODE}=lambda_grpo"]).flat_params()
+    moved = validation.flat_params() - before
+    torch.testing.assert_close(moved, frozen.flat_params() - before, rtol=1e-4, atol=1e-9)
+    assert moved.abs().max() > 0
 
 
 def test_invariant_to_micro_batch_size_and_resumes_exactly(tiny_model_dir, tmp_path):
@@ -115,6 +151,8 @@ def test_invariant_to_micro_batch_size_and_resumes_exactly(tiny_model_dir, tmp_p
         results[micro] = run(spec)["steps"]
     for micro, steps in results.items():
         assert [s["lambda_repr"] for s in steps] == [s["lambda_repr"] for s in results[32]], micro
+        for got, want in zip(steps, results[32], strict=True):  # the policy term's trained-row normaliser too
+            assert sum(got["pg_loss"]) == pytest.approx(sum(want["pg_loss"]), rel=1e-5, abs=1e-7), micro
     assert results[32][-1]["lambda"] != 0.0
 
     overrides = [f"{MODE}=lambda_grpo", *VALIDATION]
@@ -136,4 +174,5 @@ def test_one_and_two_ranks_step_lambda_identically(tiny_model_dir):
     for a, b, s in zip(rank0["steps"], rank1["steps"], single["steps"], strict=True):
         assert a["lambda_repr"] == b["lambda_repr"]
         assert a["lambda"] == pytest.approx(s["lambda"], rel=1e-9, abs=1e-12)
+        assert sum(a["pg_loss"]) == pytest.approx(sum(s["pg_loss"]), rel=1e-5, abs=1e-7)
     assert single["steps"][-1]["lambda"] != 0.0

@@ -89,6 +89,12 @@ ALGORITHM_INTERNALS = (
     Internal("verl.trainer.ppo.ray_trainer", "RayPPOTrainer.__init__", (), "_trainer_init_with_lambda_base"),
     Internal("verl.trainer.ppo.v1.trainer_base", "PPOTrainer.__init__", (), "_trainer_init_with_lambda_base"),
     Internal(
+        "verl.experimental.fully_async_policy.fully_async_trainer",
+        "FullyAsyncTrainer.__init__",
+        (),
+        "_trainer_init_with_lambda_base",
+    ),
+    Internal(
         "verl.trainer.ppo.v1.trainer_base",
         "PPOTrainer._compute_advantage",
         ("batch", "metrics"),
@@ -102,6 +108,12 @@ ALGORITHM_INTERNALS = (
 
 # The CPU backend (verl_lambda.cpu.patches).
 CPU_BACKEND_INTERNALS = (
+    Internal(
+        "verl.workers.utils.losses",
+        "ppo_loss",
+        ("config", "model_output", "data", "dp_group"),
+        "_ppo_loss_checking_autocast",
+    ),
     Internal(
         "verl.plugin.platform.platform_manager", "PlatformRegistry.register", ("platform",), "register_cpu_platform"
     ),

@@ -86,14 +86,18 @@ class LambdaGRPOConfig(_Options):
         learnable: train λ by the gradient of the loss (paper); ``False`` freezes it at ``init``.
         optimizer: ``adam`` or ``sgd``, λ's own optimizer (ours; the paper does not publish it).
         lr: learning rate of λ's optimizer (ours: 0.01).
-        min, max: optional bounds; λ is clamped into them after every step (ours: unbounded).
+        min, max: optional bounds; λ is clamped into them after every step (ours: unbounded, as in the paper).
+            Recommended: -5 and 5. Beyond them one response soon holds most of its group's weight (metric
+            ``actor/lambda_grpo/max_weight_share``; ``scripts/weight_share.py`` measures it) and dλ vanishes, so λ
+            could no longer come back.
         grad_clip: optional bound on |dλ| after the data-parallel average (ours: no clipping).
         signal: where λ's gradient comes from. ``train``: the training loss itself (every group). ``validation``: the
             paper's summary says λ "is optimized using validation data"; here a held-out share of each step's prompt
             groups is left out of the policy-gradient term, and λ's gradient is the on-policy estimate on them,
             ``-(1/N) Σ_i f_i'(λ) A_i`` (base ``token-mean``: ``-(1/N_tok) Σ_i f_i'(λ) A_i L_i``), with A_i the
-            GRPO advantage and N (N_tok) the held-out responses (tokens). Ours: the paper's validation split is not
-            described.
+            GRPO advantage and N (N_tok) the held-out responses (tokens). The policy term is then the base
+            aggregation over the rows that train (normalised by their responses or tokens). Ours: the paper's
+            validation split is not described.
         validation_share: the share of each step's prompt groups held out for ``signal=validation`` (ours: 0.25).
     """
 

@@ -106,6 +106,9 @@ class LearnableLambda:
         # The current step's group table over all ranks, (ln h, mask bias, size) of ``softmax_inputs``.
         self.groups: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.held_out: HeldOut | None = None  # the step's held-out groups (signal=validation)
+        # signal=validation: the current mini-batch's trained (responses, tokens) over all ranks
+        self.trained_counts: tuple[int, int] | None = None
+        self.warned_degenerate = False  # the last step's weights had one response over MAX_WEIGHT_SHARE_WARNING
 
     def zero_grad(self) -> None:
         self.value.grad = None
@@ -298,6 +301,8 @@ class StepReport:
     weights: torch.Tensor  # (N,) f of every group member of the step (no padding, no earlier session outputs)
     lengths: torch.Tensor  # (N,)
     floored: int
+    # the largest max_i f_i / G over the step's groups of two or more: 1/G at λ = 0, 1 when one response holds all
+    max_weight_share: float = 0.0
 
 
 def response_lengths(data: Any) -> torch.Tensor:
@@ -308,12 +313,16 @@ def response_lengths(data: Any) -> torch.Tensor:
     """
     if RESPONSE_LENGTH_KEY in data.keys():
         return data[RESPONSE_LENGTH_KEY].float().view(-1).cpu()
-    mask = data["response_mask"]
+    return valid_tokens(data["response_mask"]).float()
+
+
+def valid_tokens(mask: torch.Tensor) -> torch.Tensor:
+    """Valid tokens per row of a padded (bs, T) or jagged response mask, (bs,) int64 on the CPU."""
     if mask.is_nested:  # jagged: per-row sums from the running sum at the row offsets (int64: exact at any size)
         running = torch.nn.functional.pad(mask.values().long().cumsum(0), (1, 0))
         offsets = mask.offsets()
-        return (running[offsets[1:]] - running[offsets[:-1]]).float().cpu()
-    return mask.sum(-1).float().cpu()
+        return (running[offsets[1:]] - running[offsets[:-1]]).cpu()
+    return mask.long().sum(-1).cpu()
 
 
 def response_advantages(data: Any) -> torch.Tensor:
@@ -441,7 +450,12 @@ def attach_group_lengths(data: Any, state: LearnableLambda, dp_group: dist.Proce
         )
     weights, _ = weights_and_slope(*state.groups, group_index, self_index, state.value.item())
     floored_samples = floored[group_index, self_index][counted]  # members whose own h hit the floor
-    return StepReport(weights=weights[counted], lengths=lengths[counted], floored=int(floored_samples.sum()))
+    sizes = state.groups[2][group_index]
+    shared = counted & (sizes > 1)  # a group of one always holds all of its weight
+    share = float((weights.double()[shared] / sizes[shared]).max()) if bool(shared.any()) else 0.0
+    return StepReport(
+        weights=weights[counted], lengths=lengths[counted], floored=int(floored_samples.sum()), max_weight_share=share
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -455,6 +469,7 @@ _ACTIVE_LAMBDA: contextvars.ContextVar[LearnableLambda | None] = contextvars.Con
 class _LossContext:
     base: str
     weights: torch.Tensor  # (bs,) f of the micro-batch's samples
+    trained_counts: tuple[int, int] | None = None  # signal=validation: the policy term's (responses, tokens)
     in_policy_term: bool = False
     applied: bool = False
 
@@ -488,15 +503,35 @@ def stepping_lambda() -> LearnableLambda | None:
     return _ACTIVE_LAMBDA.get()
 
 
-def attach_weights(data: Any, state: LearnableLambda) -> None:
-    """Before a mini-batch: f and df/dλ of its samples at the current λ, so micro-batches need no recomputation."""
+def attach_weights(data: Any, state: LearnableLambda, dp_group: dist.ProcessGroup | None = None) -> None:
+    """Before a mini-batch: f and df/dλ of its samples at the current λ, so micro-batches need no recomputation.
+
+    With ``signal=validation`` the held-out rows get f = 0 and the policy term's normalisers become the mini-batch's
+    trained responses and tokens over all ranks (``state.trained_counts``): collective over ``dp_group`` then.
+    """
     if GROUP_INDEX_KEY not in data.keys() or state.groups is None:
         raise RuntimeError("[verl-lambda] the mini-batch lacks the group lengths attached by train_mini_batch")
     value, slope = weights_and_slope(*state.groups, data[GROUP_INDEX_KEY], data[SELF_INDEX_KEY], state.value.item())
+    state.trained_counts = None
     if state.options.signal == "validation":  # held-out groups leave the policy term; λ learns from them alone
-        value = value.masked_fill(data[HELD_OUT_KEY].view(-1).to(value.device), 0.0)
+        held = data[HELD_OUT_KEY].view(-1).bool().cpu()
+        value = value.masked_fill(held.to(value.device), 0.0)
         slope = torch.zeros_like(slope)
+        state.trained_counts = trained_counts(held, valid_tokens(data["response_mask"]), dp_group)
     data[WEIGHT_KEY], data[SLOPE_KEY] = value, slope
+
+
+def trained_counts(held: torch.Tensor, tokens: torch.Tensor, dp_group: dist.ProcessGroup | None) -> tuple[int, int]:
+    """(responses, valid tokens) of the mini-batch's rows that train, summed over ``dp_group``: the normalisers of
+    the policy term under ``signal=validation``, in place of verl's ``global_batch_size`` and ``batch_num_tokens``,
+    which count the held-out rows too (the policy term would shrink by the held-out share, entropy and KL not)."""
+    counts = torch.stack([(~held).sum(), tokens[~held].sum()]).long()
+    if dist.is_initialized():
+        reduced = counts.to(collective_device(dp_group))
+        dist.all_reduce(reduced, op=dist.ReduceOp.SUM, group=dp_group)
+        counts = reduced.cpu()
+    responses, tokens_total = counts.tolist()
+    return max(responses, 1), max(tokens_total, 1)  # a mini-batch of held-out rows only: its policy term is 0
 
 
 @contextlib.contextmanager
@@ -513,7 +548,7 @@ def length_weighted_loss(config: Any, data: Any) -> Iterator[None]:
     value = data[WEIGHT_KEY]
     # λ stays on the CPU; `.to` is differentiable, so the gradient of the device-side weights comes back to it
     weights = with_slope(state.value.to(value.device), value, data[SLOPE_KEY])
-    context = _LossContext(base=config.lambda_grpo.base, weights=weights)
+    context = _LossContext(base=config.lambda_grpo.base, weights=weights, trained_counts=state.trained_counts)
     token = _LOSS_CONTEXT.set(context)
     try:
         yield
@@ -557,6 +592,8 @@ def agg_loss(
     base = context.base if context is not None else _BASE_OUTSIDE_POLICY_TERM
     if context is not None and context.in_policy_term:
         context.applied = True
+        if context.trained_counts is not None:  # the base aggregation over the rows that train
+            global_batch_size, batch_num_tokens = context.trained_counts
         return weighted_agg_loss(
             loss_mat, loss_mask, context.weights.to(loss_mat.dtype), base, dp_size, batch_num_tokens, global_batch_size
         )
@@ -574,13 +611,36 @@ def _correlation(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x * y).sum() / denominator) if denominator > 0 else 0.0
 
 
+# One response holding more than this share of its group's weight means the weights are degenerating: as |λ| grows
+# f becomes one-hot and dλ vanishes (at r = 1/9 near |λ| ≈ 20), so λ could no longer come back.
+MAX_WEIGHT_SHARE_WARNING = 0.5
+
+
+def warn_on_degenerate_weights(state: LearnableLambda, report: StepReport) -> None:
+    """Warn when one response first holds more than half of its group's weight (again after it recovered)."""
+    degenerate = report.max_weight_share > MAX_WEIGHT_SHARE_WARNING
+    first_rank = not dist.is_initialized() or dist.get_rank() == 0  # every rank holds the same report
+    if degenerate and not state.warned_degenerate and first_rank:
+        logger.warning(
+            "verl-lambda: λ = %.4g gives one response %.0f%% of its group's weight (actor/lambda_grpo/max_weight_share"
+            " > %.2f). As the weights become one-hot, λ's gradient vanishes and λ cannot come back; bound λ with "
+            "actor_rollout_ref.actor.lambda_grpo.min/max or lower lambda_grpo.lr (see the configuration reference).",
+            state.value.item(),
+            100 * report.max_weight_share,
+            MAX_WEIGHT_SHARE_WARNING,
+        )
+    state.warned_degenerate = degenerate
+
+
 def step_metrics(state: LearnableLambda, report: StepReport) -> dict[str, float]:
     grads = state.step_grads
+    warn_on_degenerate_weights(state, report)
     metrics = {
         "lambda": state.value.item(),
         "lambda_grad": sum(grads) / len(grads) if grads else 0.0,
         "skipped_steps": float(state.skipped_steps),
         "h_floored": float(report.floored),
+        "max_weight_share": report.max_weight_share,
     }
     if state.options.signal == "validation":
         metrics["validation_responses"] = float(len(state.held_out.advantages)) if state.held_out is not None else 0.0

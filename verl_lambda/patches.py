@@ -243,7 +243,7 @@ def _train_batch_with_lambda_step(original: Callable) -> Callable:
         if state is None:
             return original(self, data)
         state.zero_grad()
-        lambda_grpo.attach_weights(data, state)
+        lambda_grpo.attach_weights(data, state, self.engine.get_data_parallel_group())
         wrap(self.engine, "optimizer_step", _optimizer_step_then_lambda)  # this engine instance only, once
         with lambda_grpo.active_lambda(state):
             return original(self, data)  # λ steps inside, right after the model's optimizer step
@@ -360,6 +360,14 @@ def patch_legacy_trainer(module: ModuleType) -> None:
     wrap(module.RayPPOTrainer, "__init__", _trainer_init_with_lambda_base)
 
 
+def patch_fully_async_trainer(module: ModuleType) -> None:
+    """``verl.experimental.fully_async_policy.fully_async_trainer``: its ``FullyAsyncTrainer`` sets itself up without
+    ``RayPPOTrainer.__init__`` and builds no ``ActorConfig``, so it learns the configured base here (its entropy
+    metric aggregates with the actor's mode). Its actor workers are verl's engine workers, patched as any other."""
+    for cls in ray_actor_classes(module.FullyAsyncTrainer):
+        wrap(cls, "__init__", _trainer_init_with_lambda_base)
+
+
 def _compute_advantage_marking_rows(original: Callable) -> Callable:
     from verl_lambda import lambda_grpo
 
@@ -430,6 +438,13 @@ def accelerator_device() -> Any:
     return torch.device(name) if name == "cpu" else torch.device(name, get_device_id())
 
 
+def ray_actor_classes(cls: Any) -> list[type]:
+    """The classes behind a ``@ray.remote`` class: the one it decorates, and the subclass Ray's actor process
+    instantiates (which holds its own copy of ``__init__``); ``[cls]`` for a plain class."""
+    modified = getattr(getattr(cls, "__ray_metadata__", None), "modified_class", cls)
+    return list(dict.fromkeys([getattr(modified, "__ray_actor_class__", modified), modified]))
+
+
 def put_rows(batch: Any, fields: dict[str, Any]) -> Any:
     """Store per-row tensors for the rows of a V1 batch (``KVBatchMeta``) in verl's TransferQueue, where the actor
     update reads its batch from; returns the batch's metadata with the fields added, as verl's own puts do."""
@@ -449,4 +464,5 @@ PATCHES: dict[str, Callable[[ModuleType], None]] = {
     "verl.trainer.ppo.rollout_corr_helper": patch_rollout_correction,
     "verl.trainer.ppo.ray_trainer": patch_legacy_trainer,
     "verl.trainer.ppo.v1.trainer_base": patch_v1_trainer,
+    "verl.experimental.fully_async_policy.fully_async_trainer": patch_fully_async_trainer,
 }

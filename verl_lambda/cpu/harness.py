@@ -36,6 +36,18 @@ CPU_ACTOR_OVERRIDES = (
 )
 
 
+# The precisions a CPU run can emulate. ``fp32``: no mixed precision (autocast off). ``bf16``: what verl's FSDP engine
+# does on a GPU by default: fp32 master weights, the forward and the loss under ``autocast(bf16)``.
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_overrides(precision: str) -> list[str]:
+    """Overrides after ``CPU_ACTOR_OVERRIDES`` that set the actor's mixed precision (the reference stays fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return [f"++actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype={precision}"]
+
+
 def select_cpu_platform() -> None:
     os.environ["VERL_PLATFORM"] = "cpu"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

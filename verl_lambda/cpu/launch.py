@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from verl_lambda.cpu.harness import PRECISIONS
 from verl_lambda.metrics import read_metrics
 from verl_lambda.presets import ALGORITHMS
 from verl_lambda.presets import overrides as algo_overrides
@@ -48,6 +49,7 @@ def cpu_backend_overrides(
     ray_cpus: int | None = None,
     threads: int = 2,
     rollout: str = "hf",
+    precision: str = "fp32",
 ) -> list[str]:
     """What any launch needs to run on the cpu platform with the ``rollout`` backend, with CPU-sized batches.
 
@@ -55,8 +57,12 @@ def cpu_backend_overrides(
     are left to the caller; append these after a GPU launch's overrides to run it on CPU. With ``rollout="vllm"``
     vLLM generates in fp32 like the actor computes (vLLM's CPU default is bf16), so the rollout's log-probs are the
     actor's; the cpu platform itself sets what vLLM on CPU requires (``PlatformCPU.VLLM_ROLLOUT_DEFAULTS``).
+    ``precision="bf16"`` runs the actor as verl's FSDP engine does on a GPU by default (the forward and the loss under
+    ``autocast(bf16)``); every run's actor loss checks that it runs under the autocast ``precision`` names and logs
+    ``actor/cpu/loss_autocast_bits``.
     """
-    from verl_lambda.cpu.harness import CPU_ACTOR_OVERRIDES
+    from verl_lambda.cpu.harness import CPU_ACTOR_OVERRIDES, precision_overrides
+    from verl_lambda.cpu.patches import CHECK_AUTOCAST_ENV
 
     if rollout not in ROLLOUTS:
         raise ValueError(f"rollout must be one of {ROLLOUTS}, got {rollout!r}")
@@ -65,6 +71,8 @@ def cpu_backend_overrides(
     return [
         f"actor_rollout_ref.model.path={model_dir}",
         *CPU_ACTOR_OVERRIDES,
+        *precision_overrides(precision),
+        f"++ray_kwargs.ray_init.runtime_env.env_vars.{CHECK_AUTOCAST_ENV}={precision}",
         f"data.train_batch_size={prompts_per_step}",
         "data.dataloader_num_workers=0",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={prompts_per_step}",
@@ -307,6 +315,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="data-parallel ranks")
     parser.add_argument("--trainer", choices=("v1", "v0"), default="v1", help="verl's trainer.use_v1 true/false")
     parser.add_argument("--rollout", choices=ROLLOUTS, default="hf", help="generation backend (rollout.name)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="the actor's compute precision: fp32, or bf16 autocast as verl's FSDP engine runs on GPUs",
+    )
     parser.add_argument("--ray-cpus", type=int, default=None, help="logical CPUs declared to Ray")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds for the whole run")
     parser.add_argument("--no-plot", action="store_true")
@@ -325,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             workers=args.workers,
             use_v1=args.trainer == "v1",
             rollout=args.rollout,
+            precision=args.precision,
         )
         print("\n".join(overrides))
         return
@@ -345,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         use_v1=args.trainer == "v1",
         ray_cpus=args.ray_cpus,
         rollout=args.rollout,
+        precision=args.precision,
     )
     if not args.no_plot:
         from verl_lambda.plot import plot_training

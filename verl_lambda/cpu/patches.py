@@ -118,11 +118,58 @@ def patch_replica_registry(module: ModuleType) -> None:
         module.RolloutReplicaRegistry.register("hf", _load_hf_replica)
 
 
+# Set to the precision a CPU run emulates (``fp32``, ``bf16`` or ``fp16``): every actor loss then checks that it really
+# runs under that autocast (a "bf16" run with autocast silently off would prove nothing) and logs
+# ``actor/cpu/loss_autocast_bits`` (16 under bf16/fp16 autocast, 32 without). For tests and precision studies.
+CHECK_AUTOCAST_ENV = "VERL_LAMBDA_CHECK_AUTOCAST"
+AUTOCAST_BITS = {"fp32": 32, "bf16": 16, "fp16": 16}
+
+
+def loss_autocast(device_type: str) -> str:
+    """The precision the current autocast context gives matmuls on ``device_type``: fp32 (off), bf16 or fp16."""
+    import torch
+
+    if not torch.is_autocast_enabled(device_type):
+        return "fp32"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(torch.get_autocast_dtype(device_type), "other")
+
+
+def _ppo_loss_checking_autocast(original: Callable) -> Callable:
+    def ppo_loss(config, model_output, data, dp_group=None):
+        expected = os.environ.get(CHECK_AUTOCAST_ENV, "").strip()
+        if not expected or not cpu_platform_selected():
+            return original(config, model_output, data, dp_group)
+        if expected not in AUTOCAST_BITS:
+            raise ValueError(f"{CHECK_AUTOCAST_ENV}={expected!r}: expected one of {list(AUTOCAST_BITS)}")
+        actual = loss_autocast(model_output["log_probs"].device.type)
+        if actual != expected:
+            raise RuntimeError(
+                f"[verl-lambda] the actor loss runs under {actual} autocast, but {CHECK_AUTOCAST_ENV}={expected}: "
+                "the engine's mixed precision is not what this run was meant to test"
+            )
+        loss, metrics = original(config, model_output, data, dp_group)
+        from verl.utils.metric import AggregationType, Metric
+
+        metrics["actor/cpu/loss_autocast_bits"] = Metric(
+            value=float(AUTOCAST_BITS[actual]), aggregation=AggregationType.MEAN
+        )
+        return loss, metrics
+
+    return ppo_loss
+
+
+def patch_losses(module: ModuleType) -> None:
+    """``verl.workers.utils.losses``: with ``VERL_LAMBDA_CHECK_AUTOCAST`` set on the cpu platform, ``ppo_loss`` checks
+    the autocast context it runs in and reports it."""
+    wrap_function(module, "ppo_loss", _ppo_loss_checking_autocast)
+
+
 PATCHES: dict[str, Callable[[ModuleType], None]] = {
     "verl.utils.distributed": patch_distributed,
     "verl.utils.attention_utils": patch_attention_utils,
     "verl.workers.engine.fsdp.transformer_impl": patch_fsdp_engines,
     "verl.workers.rollout.base": patch_rollout_registry,
     "verl.workers.rollout.replica": patch_replica_registry,
+    "verl.workers.utils.losses": patch_losses,
     **vllm_rollout.PATCHES,
 }
