@@ -8,7 +8,8 @@ Both are read from hydra overrides under the actor config, so a launch needs no 
     actor_rollout_ref.actor.policy_loss.loss_mode=grpo_lambda
     +actor_rollout_ref.actor.policy_loss.grpo_lambda.lam=0.95      # GRPO-λ options
 
-Every option is documented in the README with its math and its source. This module has no verl import:
+The class docstrings below are the configuration reference: ``scripts/gen_config_reference.py`` renders them, with
+each field's default, into ``docs/configuration.md`` (each option's entry ends with its source). No verl import:
 the verl side (``verl_lambda.patches``) attaches the parsed options to verl's config objects. Every wrong key, type
 or value is a ``ValueError`` naming the full hydra key, raised where verl validates the actor (the driver first).
 """
@@ -73,32 +74,50 @@ class _Options:
 class LambdaGRPOConfig(_Options):
     """λ-GRPO (arXiv 2510.06870): per-response weights from response length, controlled by a learnable λ.
 
-    For a prompt group of G responses with lengths L_i:
-    ``z_i = (L_i - mean L) / std L``, ``h_i = 1 + r z_i``, ``f_i = G softmax_j(h_j^λ)_i``; ``f_i`` multiplies the
-    policy-gradient loss of response i. λ = 0 is plain GRPO (or DAPO's token-mean with ``base=token-mean``).
+    For a prompt group (verl's ``uid``) of G responses with lengths L_i (valid response tokens), and the current λ::
+
+        z_i = (L_i - mean L) / std L                 population std; z = 0 when all lengths are equal
+        h_i = 1 + r * z_i                            floored at 1e-3 (only needed for G > 81 at r = 1/9)
+        f_i = G * softmax_j(h_j ** λ)_i              so sum_i f_i = G, and f = 1 for λ = 0 or a group of one
+        loss_pg = (1/N_seq) * sum_i f_i * mean_t l_it        base seq-mean-token-mean (default)
+                = (1/N_tok) * sum_i f_i * sum_t  l_it        base token-mean
+
+    ``l_it`` is the per-token loss of the active ``policy_loss.loss_mode`` (verl's clipped surrogate by default, or
+    GRPO-λ); N_seq and N_tok are the global counts of the mini-batch, exactly as verl's own modes use them, so the
+    loss does not depend on micro-batch size or the number of data-parallel ranks. Entropy and KL-loss terms keep the
+    unweighted base aggregation. λ = 0 is plain GRPO (or DAPO's aggregation with ``base=token-mean``); λ > 0 shifts
+    weight toward longer responses, λ < 0 toward shorter ones. λ is trained by the gradient of the same loss through
+    f, averaged over the data-parallel group, with one step of its own optimizer per actor optimizer step.
 
     Attributes:
-        base: aggregation the weights act on. ``seq-mean-token-mean``: ``(1/N_seq) Σ_i f_i mean_t l_it``
-            (our reading of the paper; λ = 0 is verl's GRPO aggregation). ``token-mean``:
-            ``(1/N_tok) Σ_i f_i Σ_t l_it`` (λ = 0 is DAPO's aggregation).
-        r: slope of ``h_i = 1 + r z_i`` (paper: 1/9, which keeps h > 0 for groups up to 81 responses).
-        init: initial value of λ (ours: 0.0, i.e. training starts as plain GRPO).
-        learnable: train λ by the gradient of the loss (paper); ``False`` freezes it at ``init``.
-        optimizer: ``adam`` or ``sgd``, λ's own optimizer (ours; the paper does not publish it).
-        lr: learning rate of λ's optimizer (ours: 0.01).
-        min, max: optional bounds; λ is clamped into them after every step (ours: unbounded, as in the paper).
-            Recommended: -5 and 5. Beyond them one response soon holds most of its group's weight (metric
+        base: aggregation the weights act on: ``seq-mean-token-mean`` (λ = 0 is verl's GRPO aggregation) or
+            ``token-mean`` (λ = 0 is DAPO's). Source: ours: a published review of the paper states its DAPO setting
+            is "effectively equivalent to fixing λ at 1", which fits weights on top of GRPO's per-response mean; the
+            only public third-party implementation uses ``token-mean``.
+        r: slope of ``h = 1 + r z`` (1/9 keeps h > 0 for groups up to 81 responses). Source: paper.
+        init: initial λ (0: training starts as plain GRPO). Source: ours.
+        learnable: train λ by the gradient of the loss; ``false`` freezes it at ``init``. Source: paper (learnable).
+        optimizer: λ's own optimizer: ``adam`` or ``sgd``. Source: ours (not published).
+        lr: λ's learning rate (Adam moves λ by about ``lr`` per step). Source: ours (not published).
+        min, max: optional bounds; λ is clamped into them after each step. Recommended: ``min=-5``, ``max=5``.
+            Beyond them one response soon holds most of its group's weight (metric
             ``actor/lambda_grpo/max_weight_share``; ``scripts/weight_share.py`` measures it) and dλ vanishes, so λ
-            could no longer come back.
-        grad_clip: optional bound on |dλ| after the data-parallel average (ours: no clipping).
-        signal: where λ's gradient comes from. ``train``: the training loss itself (every group). ``validation``: the
-            paper's summary says λ "is optimized using validation data"; here a held-out share of each step's prompt
-            groups is left out of the policy-gradient term, and λ's gradient is the on-policy estimate on them,
-            ``-(1/N) Σ_i f_i'(λ) A_i`` (base ``token-mean``: ``-(1/N_tok) Σ_i f_i'(λ) A_i L_i``), with A_i the
-            GRPO advantage and N (N_tok) the held-out responses (tokens). The policy term is then the base
-            aggregation over the rows that train (normalised by their responses or tokens). Ours: the paper's
-            validation split is not described.
-        validation_share: the share of each step's prompt groups held out for ``signal=validation`` (ours: 0.25).
+            could no longer come back. Not a default: the paper's λ is unbounded, and a default bound would change
+            the method silently. Source: ours.
+        grad_clip: optional bound on |dλ| after the data-parallel average. Source: ours.
+        signal: where dλ comes from. ``train``: the training loss (every group). ``validation``: a held-out share of
+            each step's prompt groups is left out of the policy-gradient term, and dλ is the on-policy estimate on
+            them, ``-(1/N) Σ_i f_i'(λ) A_i`` (base ``token-mean``: ``-(1/N_tok) Σ_i f_i'(λ) A_i L_i``), with A_i the
+            group-normalised (GRPO) advantage of held-out response i, f_i' the analytic slope of §3 of the design
+            notes, and N (N_tok) the held-out responses (tokens). The groups are chosen by a hash of the uid, so
+            every rank picks the same ones and λ stays identical on every rank; the entropy and KL terms still see
+            them. The policy term is then the base aggregation over the rows that train: normalised by the
+            mini-batch's trained responses (``seq-mean-token-mean``) or trained tokens (``token-mean``) over all
+            ranks, not by verl's counts, which include the held-out rows (the policy term would otherwise shrink by
+            ``validation_share`` while entropy and KL do not). Source: the paper's summary says λ "is optimized
+            using validation data"; the estimator and the held-out split are ours.
+        validation_share: share of each step's groups held out when ``signal=validation`` (at least one group held
+            out, at least one trained). Source: ours.
     """
 
     PREFIX: ClassVar[str] = LAMBDA_GRPO_KEY
@@ -149,17 +168,32 @@ class LambdaGRPOConfig(_Options):
 class GRPOLambdaConfig(_Options):
     """GRPO-λ (arXiv 2510.00194): an eligibility trace of token log-ratios replaces the per-token ratio.
 
-    With ``d_k = log π_θ(o_k) - log π_old(o_k)`` and ``κ = gamma * lam``, style ``recent`` uses
-    ``e_t = Σ_{k<=t} κ^(t-k) d_k`` and style ``both`` uses ``e_t = Σ_{k<=t} max(κ^(t-k), κ^k) d_k``;
-    the clipped surrogate then uses ``ratio_t = exp(e_t)``.
+    Per response, with ``d_k = log π_θ(o_k) - log π_old(o_k)`` for response token k and ``κ = gamma * lam``::
+
+        recent:  e_t = sum_{k<=t} κ^(t-k) d_k          (e_t = κ e_{t-1} + d_t)
+        both:    e_t = sum_{k<=t} max(κ^(t-k), κ^k) d_k
+        d_k     = clamp(d_k, -20, 20)                  (before the trace, as verl's vanilla loss clamps log-ratios)
+        ratio_t = exp(clamp(e_t, -20, 20))
+        loss    = verl's clipped surrogate with dual clip on ratio_t, aggregated by the actor's loss_agg_mode
+
+    Credit flows back to earlier tokens: on-policy, the gradient on ``log π(o_k)`` is proportional to
+    ``(1 - κ^(T-k)) / (1 - κ)`` instead of GRPO's constant. The loss reads old log-probs as verl's own losses do,
+    honours ``clip_ratio_low/high``, ``clip_ratio_c`` and rollout-correction weights, and works under every
+    ``loss_agg_mode``, ``lambda_grpo`` included. The trace is an O(T) chunked scan (``verl_lambda.traced_log_ratio``),
+    exact against a dense float64 reference up to 32k tokens, with O(bs·T) memory; a masked stretch inside a response
+    (a tool's output) contributes nothing but still counts as distance.
 
     Attributes:
-        gamma: discount of the λ-return (paper: 1.0).
-        lam: trace decay λ of the λ-return (paper: 0.99). ``gamma * lam = 0`` with ``recent`` is plain GRPO.
-        style: ``recent`` (accumulating trace) or ``both`` (each token also keeps weight κ^k from the start).
-        variant: ``epsilon-trace`` (paper: the traced ratio is clipped) or ``epsilon-weight`` (our reading: the
-            per-token ratio is clipped and each token's loss is weighted by its normalised trace mass).
-        neg_adv_clamp: lower bound for negative advantages (paper: -0.1); ``null`` disables it.
+        gamma: discount of the λ-return. Source: paper.
+        lam: trace decay λ of the λ-return (named like verl's ``algorithm.lam``); ``gamma * lam = 0`` with
+            ``recent`` is plain GRPO. Source: paper.
+        style: ``recent`` (accumulating trace) or ``both`` (each token also keeps weight κ^k from the start of the
+            response). Source: paper (``recent``); ``both`` is our reading.
+        variant: ``epsilon-trace``: the traced ratio is clipped (paper). ``epsilon-weight``: verl's per-token ratio
+            and clip, each token's loss weighted by its trace mass ``sum_{t>=k} w(t, k)`` (the style's trace weights,
+            κ^(t-k) for ``recent``) normalised to mean 1 over the response. Source: paper; ``epsilon-weight`` is our
+            reading.
+        neg_adv_clamp: negative advantages are clamped from below at this value; ``null`` disables it. Source: paper.
     """
 
     PREFIX: ClassVar[str] = GRPO_LAMBDA_KEY
