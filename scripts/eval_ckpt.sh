@@ -6,7 +6,7 @@
 #   GREEDY=1 bash scripts/eval_ckpt.sh Qwen/Qwen2.5-7B                    # a Hugging Face model (base-model row)
 #   DRY_RUN=1 bash scripts/eval_ckpt.sh RUN_DIR                           # print the merge and the config only
 # Settings (N_SMALL=32, N_LARGE=4, TEMPERATURE=1.0, TOP_P=0.95, MAX_RESPONSE_LENGTH=16384, ...) and their sources:
-# verl_lambda/reproduce/launch.py (README: "Reproduce the papers"). Extra arguments are hydra overrides.
+# verl_lambda/reproduce/launch.py (docs/reproduce.md). Extra arguments are hydra overrides.
 set -euo pipefail
 if [ $# -lt 1 ]; then
   echo "usage: bash scripts/eval_ckpt.sh RUN_DIR|CHECKPOINT_DIR|HF_MODEL [hydra overrides ...]" >&2
