@@ -271,3 +271,26 @@ def test_a_verl_that_ships_the_methods_gets_only_the_cpu_backend(tmp_path):
     assert not hooks.methods_built_in(str(tmp_path))
     core_algos.write_text(core_algos.read_text() + '@register_policy_loss("grpo_lambda")\ndef b(): ...\n')
     assert hooks.methods_built_in(str(tmp_path))
+
+
+def test_the_cpu_backends_loss_wrapper_passes_on_what_a_later_verl_adds(monkeypatch):
+    """A verl that ships the methods passes ``ppo_loss(..., loss_params=...)``; the CPU backend's wrapper, installed
+    on every verl, must pass on any argument it does not know (with and without the autocast check)."""
+    import torch
+    import verl.workers.utils.losses  # noqa: F401  (verl first: it loads the plugin, which imports the CPU backend)
+
+    from verl_lambda.cpu import patches as cpu_patches
+
+    seen = []
+
+    def original(config, model_output, data, dp_group=None, loss_params=None):
+        seen.append((dp_group, loss_params))
+        return 0.0, {}
+
+    wrapped = cpu_patches._ppo_loss_checking_autocast(original)
+    monkeypatch.delenv(cpu_patches.CHECK_AUTOCAST_ENV, raising=False)
+    wrapped(None, {}, None, "group", loss_params="params")
+    monkeypatch.setenv(cpu_patches.CHECK_AUTOCAST_ENV, "fp32")
+    monkeypatch.setenv("VERL_PLATFORM", "cpu")
+    wrapped(None, {"log_probs": torch.zeros(1)}, None, dp_group="group", loss_params="params")
+    assert seen == [("group", "params"), ("group", "params")]

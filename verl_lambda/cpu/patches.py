@@ -135,10 +135,10 @@ def loss_autocast(device_type: str) -> str:
 
 
 def _ppo_loss_checking_autocast(original: Callable) -> Callable:
-    def ppo_loss(config, model_output, data, dp_group=None):
+    def ppo_loss(config, model_output, data, *args, **kwargs):  # later verls pass more (e.g. loss_params=)
         expected = os.environ.get(CHECK_AUTOCAST_ENV, "").strip()
         if not expected or not cpu_platform_selected():
-            return original(config, model_output, data, dp_group)
+            return original(config, model_output, data, *args, **kwargs)
         if expected not in AUTOCAST_BITS:
             raise ValueError(f"{CHECK_AUTOCAST_ENV}={expected!r}: expected one of {list(AUTOCAST_BITS)}")
         actual = loss_autocast(model_output["log_probs"].device.type)
@@ -147,7 +147,7 @@ def _ppo_loss_checking_autocast(original: Callable) -> Callable:
                 f"[verl-lambda] the actor loss runs under {actual} autocast, but {CHECK_AUTOCAST_ENV}={expected}: "
                 "the engine's mixed precision is not what this run was meant to test"
             )
-        loss, metrics = original(config, model_output, data, dp_group)
+        loss, metrics = original(config, model_output, data, *args, **kwargs)
         from verl.utils.metric import AggregationType, Metric
 
         metrics["actor/cpu/loss_autocast_bits"] = Metric(
