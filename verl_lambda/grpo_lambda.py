@@ -17,7 +17,7 @@ import torch
 from verl.trainer.ppo import core_algos
 from verl.utils.torch_functional import masked_mean
 
-from verl_lambda import patches
+from verl_lambda import verl_access
 from verl_lambda.config import GRPOLambdaConfig
 from verl_lambda.ops.eligibility_trace import trace_mass, traced_log_ratio
 
@@ -118,7 +118,10 @@ def compute_policy_loss_grpo_lambda(
     if rollout_is_weights is not None:
         pg_losses = pg_losses * rollout_is_weights
     pg_loss = core_algos.agg_loss(
-        loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **patches.global_batch_info(config)
+        loss_mat=pg_losses,
+        loss_mask=response_mask,
+        loss_agg_mode=loss_agg_mode,
+        **verl_access.global_batch_info(config),
     )
 
     trace = trace.detach()  # 0 at masked positions, so plain reductions are masked ones

@@ -123,3 +123,11 @@ def is_cpu_platform_selected() -> bool:
     from verl.plugin.platform import get_platform
 
     return isinstance(get_platform(), PlatformCPU)
+
+
+def cpu_platform_selected() -> bool:
+    """True in a process that asked for this platform (``VERL_PLATFORM=cpu``) and where verl resolved it: what every
+    CPU wrapper checks before it acts, so that on GPUs verl's behaviour is unchanged."""
+    if os.environ.get("VERL_PLATFORM", "").strip().lower() != PLATFORM_NAME:
+        return False
+    return is_cpu_platform_selected()
