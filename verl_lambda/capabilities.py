@@ -4,6 +4,8 @@ A verl version we have not tested is accepted only when each piece below exists 
 (functions and methods with their leading parameters, class fields, registries). The check reads verl's source with
 ``ast``, without importing it: it runs inside ``import verl`` in every process, and must neither import verl's heavy
 modules nor depend on their optional dependencies.
+
+Layer 2 (foundations).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ Both are read from hydra overrides under the actor config, so a launch needs no 
 Every option is documented in the README with its math and its source. This module has no verl import:
 the verl side (``verl_lambda.patches``) attaches the parsed options to verl's config objects. Every wrong key, type
 or value is a ``ValueError`` naming the full hydra key, raised where verl validates the actor (the driver first).
+
+Layer 2 (foundations).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ earlier tokens credit for later ones. It reads old log-probs as verl's own losse
 ``agg_loss(loss_agg_mode)``, so it works under every ``loss_agg_mode``, ``lambda_grpo`` included.
 
 With ``gamma * lam = 0``, style ``recent`` and no advantage clamp it is exactly verl's ``vanilla`` loss.
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations

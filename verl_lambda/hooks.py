@@ -13,6 +13,8 @@ that never import those modules (vLLM workers, reward workers), and is applied i
 installed verl before any patch (``check_verl``). A failing patch is reported here (``report_failure``), which then
 guards our modes. This module imports nothing else of the package at import time: it must stay importable, to report
 a failure, even when the rest of the package is broken.
+
+Layer 3 (mechanics).
 """
 
 from __future__ import annotations

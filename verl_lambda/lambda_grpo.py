@@ -26,6 +26,8 @@ Devices: λ, its optimizer state, the group table, the weights and their slope l
 the accelerator with their micro-batch; λ's graph node brings the gradient back). Collectives run on the device
 ``collective_device`` picks for their group: the CPU for verl's ``cpu:gloo,<device>:<backend>`` groups (so gloo
 carries them), the accelerator for a group without a CPU backend.
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations

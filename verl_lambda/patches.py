@@ -7,6 +7,8 @@ plugin owns: ``loss_agg_mode=lambda_grpo`` and ``policy_loss.loss_mode=grpo_lamb
 unchanged. ``PATCHES``, the table of them, is handed to ``verl_lambda.hooks.apply`` by ``verl_lambda.plugin``.
 Everything else in the package reaches verl through the accessors of ``verl_lambda.verl_access``. The wrappers
 import the algorithms when they are built, not at import: the plugin imports this module in every process.
+
+Layer 5 (patch tables).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ at ERROR itself (``verl_lambda.hooks.report_failure``) and installs a guard that
 modes fail with the reason, instead of verl's generic "Invalid loss_agg_mode". Loading is cheap: patches are
 installed as post-import hooks. This module is the one that knows both patch tables and hands them to
 ``verl_lambda.hooks.apply``.
+
+Layer 6 (entry point).
 """
 
 from __future__ import annotations

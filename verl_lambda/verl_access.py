@@ -4,6 +4,8 @@ The two algorithms (``lambda_grpo``, ``grpo_lambda``) and the wrappers reach ver
 through these functions, so that a change of verl's internals is fixed here, once, and listed in
 ``verl_lambda.capabilities`` (each internal names the accessor that uses it). Importing this module imports nothing
 of verl: each accessor imports what it needs when called.
+
+Layer 2 (foundations).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ as the algorithms' patches, and each acts only when the ``cpu`` platform (``VERL
 rollout is selected: on GPUs verl's behaviour is unchanged. The wrappers of vLLM modules also check the installed
 vLLM's version first. ``PATCHES``, the table of them, is handed to ``verl_lambda.hooks.apply`` by
 ``verl_lambda.plugin``.
+
+Layer 5 (patch tables).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ with gloo. It is registered on plugin load and used only when a user selects it,
 
 Ray still schedules verl's workers on "GPU" resources: a CPU run declares logical GPUs
 (``+ray_kwargs.ray_init.num_gpus=N``, one per worker); ``torch.cuda`` stays unused.
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations

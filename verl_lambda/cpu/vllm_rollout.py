@@ -24,6 +24,8 @@ that do, each wrapper still checks the resolved platform when it runs.
 
 The vLLM wrappers are written against one vLLM release, ``SUPPORTED_VLLM_VERSION``; with any other version a
 ``vllm`` rollout on the cpu platform fails before it starts, naming the supported one.
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations
