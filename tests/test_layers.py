@@ -7,7 +7,8 @@ it becomes a real one the day someone moves it out of the block. An import resol
 the package it names (``from verl_lambda.cpu import patches`` is ``verl_lambda.cpu.patches``; ``from verl_lambda.toy
 import build_model`` is ``verl_lambda.toy``); the packages Python initialises on the way are covered by their own
 rule instead: a package's ``__init__`` sits in the lowest layer of its modules. Dynamic imports (``importlib``,
-dotted names in verl's registries) are not seen.
+dotted names in verl's registries) are not seen. Nor are loops through verl: a module whose own import imports verl
+makes verl load the plugin, whose patches may import that module back half-built; those modules are run instead.
 """
 
 from __future__ import annotations
@@ -58,13 +59,15 @@ def _resolve(name: str, modules: Mapping[str, Path]) -> str | None:
     return None
 
 
-def imports_in(module: str, modules: Mapping[str, Path]) -> list[Import]:
-    """Every import of a module of the package that ``module``'s source makes, anywhere in the file."""
+def imports_in(module: str, modules: Mapping[str, Path], nodes: list[ast.stmt] | None = None) -> list[Import]:
+    """Every import of a module of the package that ``module``'s source makes, anywhere in the file (or among
+    ``nodes`` of it)."""
     path = modules[module]
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    if nodes is None:
+        nodes = list(ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))))
     is_package = path.name == "__init__.py"
     found = []
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -317,6 +320,57 @@ def test_the_checker_catches_a_package_above_its_modules(tmp_path):
         "pkg/sub/__init__.py: package pkg.sub (layer 3) is above its module pkg.sub.tool (layer 2), and importing "
         "pkg.sub.tool runs the package's __init__ first",
     ]
+
+
+def _run_at_import(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The statements of ``body`` that run when the module is imported: all but function bodies."""
+    found = []
+    for node in body:
+        found.append(node)
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                found += _run_at_import([n for n in getattr(node, field, []) if isinstance(n, ast.stmt)])
+            for handler in getattr(node, "handlers", []):
+                found += _run_at_import(handler.body)
+    return found
+
+
+def modules_importing_verl_on_import(root: Path, package: str) -> list[str]:
+    """The package's modules whose own import imports verl (directly, or through another such module)."""
+    modules = package_modules(root, package)
+    found, edges = set(), {}
+    for module, path in modules.items():
+        statements = _run_at_import(ast.parse(path.read_text(encoding="utf-8")).body)
+        names = [alias.name for node in statements if isinstance(node, ast.Import) for alias in node.names]
+        names += [node.module or "" for node in statements if isinstance(node, ast.ImportFrom) and not node.level]
+        if any(name == "verl" or name.startswith("verl.") for name in names):
+            found.add(module)
+        edges[module] = {edge.target for edge in imports_in(module, modules, statements)}
+    while more := {module for module, targets in edges.items() if targets & found} - found:
+        found |= more
+    return sorted(found)
+
+
+@pytest.mark.parametrize("module", modules_importing_verl_on_import(ROOT, PACKAGE))
+def test_a_module_that_imports_verl_can_be_imported_before_verl(module):
+    """A loop through verl, which the static check cannot see: such a module's import of verl makes verl load the
+    plugin, whose patches may import the module back while it is half-built. The plugin must still load whole."""
+    import subprocess
+    import sys
+
+    code = f"""
+import {module}
+import verl
+import verl_lambda.plugin as plugin
+from verl.plugin.platform import PlatformRegistry
+from verl.trainer.ppo import core_algos
+from verl.workers.config import actor
+assert plugin.LOAD_ERROR is None, plugin.LOAD_ERROR
+assert "grpo_lambda" in core_algos.POLICY_LOSS_REGISTRY and PlatformRegistry.get("cpu") is not None
+print("OK")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("module", ["verl_lambda.hooks", "verl_lambda.verl_access", "verl_lambda.layers"])

@@ -157,8 +157,6 @@ def test_every_internal_names_the_wrapper_or_accessor_that_uses_it():
     """``used_by`` names a function or class of a patch table's module, of the cpu platform or of the accessors."""
     import inspect
 
-    import verl  # noqa: F401  (before verl_lambda.cpu.platform, whose own import of verl would load the plugin)
-
     from verl_lambda import capabilities, verl_access
     from verl_lambda.cpu import platform, vllm_rollout
 

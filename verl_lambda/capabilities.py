@@ -118,10 +118,8 @@ CPU_BACKEND_INTERNALS = (
         ("config", "model_output", "data", "dp_group"),
         "_ppo_loss_checking_autocast",
     ),
-    Internal(
-        "verl.plugin.platform.platform_manager", "PlatformRegistry.register", ("platform",), "register_cpu_platform"
-    ),
-    Internal("verl.plugin.platform.platform_manager", "PlatformRegistry.get", ("name",), "register_cpu_platform"),
+    Internal("verl.plugin.platform.platform_manager", "PlatformRegistry.register", ("platform",), "register_platform"),
+    Internal("verl.plugin.platform.platform_manager", "PlatformRegistry.get", ("name",), "register_platform"),
     Internal("verl.plugin.platform.platform_base", "PlatformBase", (), "PlatformCPU"),
     Internal("verl.plugin.platform.platform_manager", "get_platform", (), "is_cpu_platform_selected"),
     Internal(

