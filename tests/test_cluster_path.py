@@ -196,7 +196,7 @@ def test_the_fully_async_trainer_learns_the_base_from_its_config(tiny_model_dir,
     from omegaconf import open_dict
     from verl.experimental.fully_async_policy import fully_async_trainer
 
-    from verl_lambda import lambda_grpo, patches
+    from verl_lambda import lambda_grpo, verl_access
     from verl_lambda.cpu.harness import compose_config
 
     overrides = ["actor_rollout_ref.actor.loss_agg_mode=lambda_grpo", "actor_rollout_ref.hybrid_engine=false"]
@@ -216,7 +216,7 @@ def test_the_fully_async_trainer_learns_the_base_from_its_config(tiny_model_dir,
     assert torch.equal(
         core_algos.agg_loss(loss_mat, mask, "lambda_grpo"), core_algos.agg_loss(loss_mat, mask, "token-mean")
     )
-    decorated, instantiated = patches.ray_actor_classes(fully_async_trainer.FullyAsyncTrainer)
+    decorated, instantiated = verl_access.ray_actor_classes(fully_async_trainer.FullyAsyncTrainer)
     assert instantiated is actor_class and issubclass(instantiated, decorated) and decorated is not instantiated
 
 

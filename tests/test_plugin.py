@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from verl_lambda import hooks, patches
+from verl_lambda.cpu import patches as cpu_patches
 
 
 def run_python(code: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -93,6 +94,8 @@ def test_broken_registration_is_reported_loudly():
             FSDPActorConfig(strategy="fsdp", rollout_n=2, ppo_micro_batch_size_per_gpu=2, loss_agg_mode="lambda_grpo")
         except RuntimeError as exc:
             print("REFUSED:", exc)
+        import verl_lambda.plugin as plugin
+        print("LOAD_ERROR:", plugin.LOAD_ERROR)  # a patch that fails after load counts as a load failure
         """
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -100,6 +103,29 @@ def test_broken_registration_is_reported_loudly():
     assert "simulated breakage" in result.stderr
     assert "REFUSED: verl-lambda is installed but failed to load" in result.stdout
     assert "simulated breakage" in result.stdout
+    assert "LOAD_ERROR: patching verl.trainer.ppo.core_algos with patch_core_algos failed" in result.stdout
+
+
+def test_a_plugin_whose_hooks_cannot_load_still_reports_it():
+    """The failure guard lives in verl_lambda.hooks; when that module itself cannot be imported, the plugin still
+    reports at ERROR and records the failure."""
+    result = run_python(
+        """
+        import sys
+        sys.modules["verl_lambda.hooks"] = None  # importing it now raises ImportError
+        import verl
+        import verl_lambda.plugin as plugin
+        print("LOAD_ERROR:", plugin.LOAD_ERROR)
+        try:
+            plugin.assert_loaded()
+        except RuntimeError as exc:
+            print("RAISED:", exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "verl-lambda failed to load, its modes are unavailable" in result.stderr
+    assert "LOAD_ERROR: import of verl_lambda.hooks halted" in result.stdout
+    assert "RAISED: verl-lambda failed to load: import of verl_lambda.hooks halted" in result.stdout
 
 
 def fake_verl(tmp_path, edits: dict[str, tuple[str, str]]):
@@ -125,6 +151,19 @@ def test_tested_versions_are_accepted_and_have_every_internal():
 
     assert hooks.check_verl() == verl.__version__ in hooks.TESTED_VERL_VERSIONS
     assert capabilities.check(Path(verl.__file__).parent) == []
+
+
+def test_every_internal_names_the_wrapper_or_accessor_that_uses_it():
+    """``used_by`` names a function or class of a patch table's module, of the cpu platform or of the accessors."""
+    import inspect
+
+    from verl_lambda import capabilities, verl_access
+    from verl_lambda.cpu import platform, vllm_rollout
+
+    modules = (patches, cpu_patches, vllm_rollout, platform, verl_access)
+    for internal in capabilities.INTERNALS:
+        owners = [m.__name__ for m in modules if inspect.getmodule(getattr(m, internal.used_by, None)) is m]
+        assert len(owners) == 1, (internal.describe(), internal.used_by, owners)
 
 
 def test_a_verl_with_a_renamed_or_removed_internal_fails_naming_each_piece(tmp_path):
@@ -197,7 +236,7 @@ def test_patches_are_idempotent():
     from verl.workers.config import actor
 
     wrapped = core_algos.agg_loss
-    hooks.apply()
+    hooks.apply(methods=patches.PATCHES, backend=cpu_patches.PATCHES)
     patches.patch_core_algos(core_algos)
     patches.patch_actor_config(actor)
     patches.patch_engine_workers(engine_workers)

@@ -7,6 +7,8 @@
 
 verl loads the plugin itself (entry point ``verl.plugins``); importing this package does nothing else. The public
 math functions are importable without verl internals.
+
+Layer 1 (math): the package names layer 1's public functions and nothing of the layers above.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Prints the verl-lambda and verl versions, whether this verl is a tested release, whether every verl internal the
 plugin wraps is present, and whether verl loads the plugin through its entry point (as in every Ray worker). Exits
 with status 1 if the plugin would not load.
+
+Layer 7 (applications).
 """
 
 from __future__ import annotations

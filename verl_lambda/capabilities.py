@@ -1,9 +1,11 @@
-"""Every piece of verl that verl-lambda's wrappers rely on, and a check that an installed verl still has it.
+"""Every piece of verl that verl-lambda's wrappers and accessors rely on, and a check that a verl still has it.
 
 A verl version we have not tested is accepted only when each piece below exists with the shape the wrapper expects
 (functions and methods with their leading parameters, class fields, registries). The check reads verl's source with
 ``ast``, without importing it: it runs inside ``import verl`` in every process, and must neither import verl's heavy
 modules nor depend on their optional dependencies.
+
+Layer 2 (foundations).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ class Internal:
         name: ``function``, ``CONSTANT``, ``Class``, ``Class.method`` or ``Class.field`` (a dataclass field, a class
             attribute, or an attribute a method assigns on ``self``).
         params: the leading parameters a function or method must take, in order (``self`` not counted).
-        used_by: the wrapper or accessor that needs it.
+        used_by: the wrapper or accessor that needs it (a function or class of a patch table's module, of
+            ``verl_lambda.cpu.platform`` or of the accessors, ``verl_lambda.verl_access``).
     """
 
     module: str
@@ -35,7 +38,7 @@ class Internal:
         return f"{self.module}.{self.name}{call}"
 
 
-# The algorithms (verl_lambda.patches).
+# The algorithms (verl_lambda.patches, and the accessors of verl_lambda.verl_access).
 ALGORITHM_INTERNALS = (
     Internal("verl.workers.config.actor", "ActorConfig.__post_init__", (), "_actor_post_init_with_lambda_modes"),
     Internal("verl.workers.config.actor", "ActorConfig.loss_agg_mode", (), "_actor_post_init_with_lambda_modes"),
@@ -102,11 +105,12 @@ ALGORITHM_INTERNALS = (
     ),
     Internal("verl.utils.tensordict_utils", "get", ("tensordict", "key", "default"), "sample_field"),
     Internal("verl.utils.tensordict_utils", "assign_non_tensor", ("tensor_dict",), "append_metrics"),
+    Internal("verl.workers.config.actor", "ActorConfig.global_batch_info", (), "global_batch_info"),
     Internal("verl.utils.device", "get_device_name", (), "accelerator_device"),
     Internal("verl.utils.device", "get_device_id", (), "accelerator_device"),
 )
 
-# The CPU backend (verl_lambda.cpu.patches).
+# The CPU backend (verl_lambda.cpu.patches, verl_lambda.cpu.vllm_rollout, verl_lambda.cpu.platform).
 CPU_BACKEND_INTERNALS = (
     Internal(
         "verl.workers.utils.losses",
@@ -114,11 +118,10 @@ CPU_BACKEND_INTERNALS = (
         ("config", "model_output", "data", "dp_group"),
         "_ppo_loss_checking_autocast",
     ),
-    Internal(
-        "verl.plugin.platform.platform_manager", "PlatformRegistry.register", ("platform",), "register_cpu_platform"
-    ),
-    Internal("verl.plugin.platform.platform_manager", "PlatformRegistry.get", ("name",), "register_cpu_platform"),
+    Internal("verl.plugin.platform.platform_manager", "PlatformRegistry.register", ("platform",), "register_platform"),
+    Internal("verl.plugin.platform.platform_manager", "PlatformRegistry.get", ("name",), "register_platform"),
     Internal("verl.plugin.platform.platform_base", "PlatformBase", (), "PlatformCPU"),
+    Internal("verl.plugin.platform.platform_manager", "get_platform", (), "is_cpu_platform_selected"),
     Internal(
         "verl.utils.distributed",
         "initialize_global_process_group_ray",

@@ -8,6 +8,8 @@ calls ``auto_set_device(config)`` and ``validate_config(config, use_reference_po
 use_critic=need_critic(config))`` before Ray starts, and the task runner resolves the interpolations first thing.
 :func:`compose_ppo_config` runs the same steps with hydra's compose API (same config directory, defaults list and
 override grammar); ``validate`` and ``resolve`` turn the last two off for callers that only want the composed tree.
+
+Layer 2 (foundations).
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ The class docstrings below are the configuration reference: ``scripts/gen_config
 each field's default, into ``docs/configuration.md`` (each option's entry ends with its source). No verl import:
 the verl side (``verl_lambda.patches``) attaches the parsed options to verl's config objects. Every wrong key, type
 or value is a ``ValueError`` naming the full hydra key, raised where verl validates the actor (the driver first).
+
+Layer 2 (foundations).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ earlier tokens credit for later ones. It reads old log-probs as verl's own losse
 ``agg_loss(loss_agg_mode)``, so it works under every ``loss_agg_mode``, ``lambda_grpo`` included.
 
 With ``gamma * lam = 0``, style ``recent`` and no advantage clamp it is exactly verl's ``vanilla`` loss.
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from verl.trainer.ppo import core_algos
-from verl.utils.torch_functional import masked_mean
 
-from verl_lambda import patches
+from verl_lambda import verl_access
 from verl_lambda.config import GRPOLambdaConfig
 from verl_lambda.ops.eligibility_trace import trace_mass, traced_log_ratio
+
+# verl is imported inside the functions, not here: ``from verl... import`` here would make a first import of this
+# module import verl, which loads the plugin, whose patch of core_algos imports this half-built module back.
 
 # verl clamps log-ratios to this range before exponentiating (core_algos.compute_policy_loss_vanilla).
 LOG_RATIO_CLAMP = 20.0
@@ -50,6 +53,8 @@ def clipped_surrogate(
         pg_losses (bs, T), the clipped share and the dual-clipped share of valid tokens (0-d each), with the same
         definitions as verl's vanilla loss.
     """
+    from verl.utils.torch_functional import masked_mean
+
     clip_ratio = config.clip_ratio
     low = config.clip_ratio_low if config.clip_ratio_low is not None else clip_ratio
     high = config.clip_ratio_high if config.clip_ratio_high is not None else clip_ratio
@@ -92,6 +97,9 @@ def compute_policy_loss_grpo_lambda(
         the scalar loss and metrics: verl's vanilla ``actor/pg_clipfrac``, ``actor/ppo_kl`` (of the per-token
         ratio), ``actor/pg_clipfrac_lower``, and ``actor/grpo_lambda/{trace_mean,trace_max,clamped_adv_frac}``.
     """
+    from verl.trainer.ppo import core_algos
+    from verl.utils.torch_functional import masked_mean
+
     assert config is not None
     options: GRPOLambdaConfig = config.policy_loss.grpo_lambda  # parsed and validated with the actor config
     advantages, clamped_frac = clip_negative_advantages(advantages, response_mask, options.neg_adv_clamp)
@@ -118,7 +126,10 @@ def compute_policy_loss_grpo_lambda(
     if rollout_is_weights is not None:
         pg_losses = pg_losses * rollout_is_weights
     pg_loss = core_algos.agg_loss(
-        loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **patches.global_batch_info(config)
+        loss_mat=pg_losses,
+        loss_mask=response_mask,
+        loss_agg_mode=loss_agg_mode,
+        **verl_access.global_batch_info(config),
     )
 
     trace = trace.detach()  # 0 at masked positions, so plain reductions are masked ones

@@ -1,17 +1,20 @@
 """How verl-lambda attaches to verl: post-import hooks, named wrappers, the version guard and the failure guard.
 
-The wrappers themselves live in two modules, so that a reader sees at a glance which exist for the methods and which
-only make CPU runs possible:
+The wrappers themselves live in two patch tables, so that a reader sees at a glance which exist for the methods and
+which only make CPU runs possible:
 
 - ``verl_lambda.patches``: the two algorithms (``loss_agg_mode=lambda_grpo``, ``policy_loss.loss_mode=grpo_lambda``);
 - ``verl_lambda.cpu.patches``: the CPU backend (the ``cpu`` platform, gloo, the FSDP engines on CPU, the ``hf``
   rollout).
 
-Each wrapper is installed as a post-import hook when the verl module it concerns is imported, so loading the plugin
-costs nothing in processes that never import those modules (vLLM workers, reward workers), and is applied
-idempotently. ``apply`` checks the installed verl before any patch (``check_verl``). This module imports nothing else
-of the package at import time: it must stay importable, to report a failure, even when the rest of the package is
-broken.
+Both sit above this module: ``verl_lambda.plugin`` imports them and hands them to ``apply``. Each wrapper is installed
+as a post-import hook when the verl module it concerns is imported, so loading the plugin costs nothing in processes
+that never import those modules (vLLM workers, reward workers), and is applied idempotently. ``apply`` checks the
+installed verl before any patch (``check_verl``). A failing patch is reported here (``report_failure``), which then
+guards our modes. This module imports nothing else of the package at import time: it must stay importable, to report
+a failure, even when the rest of the package is broken.
+
+Layer 3 (mechanics).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,6 +42,10 @@ GRPO_LAMBDA_MODE = "grpo_lambda"
 TESTED_VERL_VERSIONS = ("0.9.0", "0.9.1")
 STRICT_VERSION_ENV = "VERL_LAMBDA_STRICT_VERSION"
 MARK = "__verl_lambda_wrapper__"
+
+# A patch table: the verl module a patch concerns -> the patch, called with that module once it is imported.
+Patch = Callable[[ModuleType], None]
+PatchTable = Mapping[str, Patch]
 
 
 class UnsupportedVerlVersion(RuntimeError):
@@ -143,9 +150,7 @@ def _run_hook(hook: Callable[[ModuleType], None], module: ModuleType) -> None:
     try:
         hook(module)
     except Exception as exc:
-        from verl_lambda import plugin
-
-        plugin.report_failure(RuntimeError(f"patching {module.__name__} with {hook.__name__} failed: {exc!r}"))
+        report_failure(RuntimeError(f"patching {module.__name__} with {hook.__name__} failed: {exc!r}"))
 
 
 def when_imported(name: str, hook: Callable[[ModuleType], None]) -> None:
@@ -203,6 +208,21 @@ def wrapped_by(obj: Any) -> tuple[str, ...]:
 # Failure path: when the plugin could not load, selecting one of its modes names the reason.
 # ----------------------------------------------------------------------------------------------------------------
 
+# The first load or patch failure of this process (``verl_lambda.plugin.LOAD_ERROR`` reads it).
+LOAD_ERROR: BaseException | None = None
+
+
+def report_failure(exc: BaseException) -> None:
+    """Log a load or patch failure at ERROR and make our modes raise it when they are selected."""
+    global LOAD_ERROR
+    if LOAD_ERROR is None:
+        LOAD_ERROR = exc
+    logger.error("verl-lambda failed to load, its modes are unavailable: %s", exc, exc_info=exc)
+    try:
+        install_mode_guard(exc)
+    except Exception:  # the ERROR above stays the report of last resort
+        logger.error("verl-lambda could not install its mode guard either", exc_info=True)
+
 
 def _init_refusing_our_modes(reason: BaseException) -> Callable[[Callable], Callable]:
     def make(original_init: Callable) -> Callable:
@@ -250,28 +270,24 @@ def methods_built_in(verl_root: str) -> bool:
 _APPLIED = False
 
 
-def apply() -> None:
-    """Check the verl version, then install every patch (each runs when its module is imported). Idempotent."""
+def apply(methods: PatchTable, backend: PatchTable) -> None:
+    """Check the verl version, then install the patches of ``methods`` (the algorithms' table) and ``backend`` (the
+    CPU backend's), each run when its module is imported; ``methods`` is skipped on a verl that ships the methods
+    itself. Idempotent. The tables are arguments because they sit above this module (``verl_lambda.plugin`` passes
+    them); patches of one module run in the order given, the methods' first."""
     global _APPLIED
     if _APPLIED:
         return
     import verl
 
     from verl_lambda import capabilities
-    from verl_lambda.cpu import patches as cpu_patches
 
     verl_root = os.path.dirname(verl.__file__)
     built_in = methods_built_in(verl_root)
     check_verl(verl_root=verl_root, internals=capabilities.CPU_BACKEND_INTERNALS if built_in else None)
-    tables = [cpu_patches.PATCHES]
     if built_in:
         logger.info("verl-lambda: this verl ships lambda_grpo and grpo_lambda itself; only the CPU backend is added")
-    else:
-        from verl_lambda import patches
-
-        tables.insert(0, patches.PATCHES)
-    cpu_patches.register_cpu_platform()
-    for table in tables:
+    for table in (backend,) if built_in else (methods, backend):
         for module_name, patch in table.items():
             when_imported(module_name, patch)
     _APPLIED = True

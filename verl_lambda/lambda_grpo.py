@@ -1,7 +1,7 @@
 """λ-GRPO in verl: ``actor_rollout_ref.actor.loss_agg_mode=lambda_grpo`` (arXiv 2510.06870).
 
 How a training step flows (the wrappers live in ``verl_lambda.patches``; this module reaches verl only through the
-accessors there):
+accessors of ``verl_lambda.verl_access``):
 
 1. In the trainer, before the actor update, each row of the batch may be given two facts verl would otherwise lose:
    its true response length, when verl's rollout correction rewrites ``response_mask`` with its rejection mask
@@ -26,6 +26,8 @@ Devices: λ, its optimizer state, the group table, the weights and their slope l
 the accelerator with their micro-batch; λ's graph node brings the gradient back). Collectives run on the device
 ``collective_device`` picks for their group: the CPU for verl's ``cpu:gloo,<device>:<backend>`` groups (so gloo
 carries them), the accelerator for a group without a CPU backend.
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from verl_lambda import patches
+from verl_lambda import verl_access
 from verl_lambda.config import LAMBDA_GRPO_MODE, LambdaGRPOConfig
 from verl_lambda.ops.length_weights import (
     group_table,
@@ -87,7 +89,7 @@ def collective_device(group: dist.ProcessGroup | None) -> torch.device:
     backend = str(dist.get_backend(group))
     if backend == "gloo" or "cpu:" in backend:
         return torch.device("cpu")
-    return patches.accelerator_device()
+    return verl_access.accelerator_device()
 
 
 class LearnableLambda:
@@ -178,7 +180,7 @@ def lambda_state(worker: Any) -> LearnableLambda | None:
     """The λ of an actor ``TrainingWorker`` whose loss uses ``lambda_grpo`` (created on first use); else None."""
     state = worker.__dict__.get(_STATE_ATTR)
     if state is None:
-        config = patches.actor_loss_config(worker)
+        config = verl_access.actor_loss_config(worker)
         options = getattr(config, "lambda_grpo", None)  # set on actor configs only, not on the critic's
         if getattr(config, "loss_agg_mode", None) != LAMBDA_GRPO_MODE or options is None:
             return None
@@ -348,14 +350,14 @@ class _Rows:
 
     @classmethod
     def of(cls, data: Any, with_advantages: bool = False) -> _Rows:
-        uids = patches.sample_field(data, "uid")
+        uids = verl_access.sample_field(data, "uid")
         if uids is None:
             raise KeyError(
                 "[verl-lambda] loss_agg_mode=lambda_grpo needs the prompt-group id `uid` in the actor's training "
                 "batch (verl's GRPO trainers add it); it is missing."
             )
         uids = [str(uid) for uid in uids]
-        sessions = patches.sample_field(data, "session_id")
+        sessions = verl_access.sample_field(data, "session_id")
         members = data[GROUP_MEMBER_KEY].view(-1).bool().tolist() if GROUP_MEMBER_KEY in data.keys() else None
         return cls(
             uids=uids,
@@ -400,7 +402,7 @@ def attach_group_lengths(data: Any, state: LearnableLambda, dp_group: dist.Proce
     mine = _Rows.of(data, with_advantages=validation)
     rows, offset = mine.gather(dp_group)
     count = len(rows.uids)
-    padding = [patches.is_padding_uid(uid) for uid in rows.uids]
+    padding = [verl_access.is_padding_uid(uid) for uid in rows.uids]
     final_of_session = {
         (uid, session): row
         for row, (uid, session, member) in enumerate(zip(rows.uids, rows.sessions, rows.members, strict=True))
@@ -659,7 +661,7 @@ def add_step_metrics(output: Any, state: LearnableLambda, report: StepReport) ->
     """Append λ-GRPO's metrics to ``train_mini_batch``'s output (None on ranks that return nothing)."""
     metrics = step_metrics(state, report)
     if output is not None:
-        patches.append_metrics(output, metrics)
+        verl_access.append_metrics(output, metrics)
     return output
 
 

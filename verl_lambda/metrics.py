@@ -9,6 +9,8 @@ new file; the reproduction launchers keep the previous one as ``metrics.<time>.j
 file that verl is still writing: a last line without its newline is a write in progress and is left out, while any
 other line that is not a file-logger record is an error naming ``path:line`` (a wrong file should not read as an
 empty run).
+
+Layer 2 (foundations).
 """
 
 from __future__ import annotations

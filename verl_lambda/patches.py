@@ -4,7 +4,11 @@
 Each is a small named wrapper, installed when the verl module it concerns is imported, that acts only on what this
 plugin owns: ``loss_agg_mode=lambda_grpo`` and ``policy_loss.loss_mode=grpo_lambda``, and their option groups
 ``actor.lambda_grpo`` and ``actor.policy_loss.grpo_lambda``. For every other mode, verl's original function runs
-unchanged. Everything else in the package reaches verl through the accessors at the end of this module.
+unchanged. ``PATCHES``, the table of them, is handed to ``verl_lambda.hooks.apply`` by ``verl_lambda.plugin``.
+Everything else in the package reaches verl through the accessors of ``verl_lambda.verl_access``. The wrappers
+import the algorithms when they are built, not at import: the plugin imports this module in every process.
+
+Layer 5 (patch tables).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from verl_lambda import verl_access
 from verl_lambda.hooks import GRPO_LAMBDA_MODE, LAMBDA_GRPO_MODE, wrap, wrap_function
 
 logger = logging.getLogger("verl_lambda")
@@ -364,7 +369,7 @@ def patch_fully_async_trainer(module: ModuleType) -> None:
     """``verl.experimental.fully_async_policy.fully_async_trainer``: its ``FullyAsyncTrainer`` sets itself up without
     ``RayPPOTrainer.__init__`` and builds no ``ActorConfig``, so it learns the configured base here (its entropy
     metric aggregates with the actor's mode). Its actor workers are verl's engine workers, patched as any other."""
-    for cls in ray_actor_classes(module.FullyAsyncTrainer):
+    for cls in verl_access.ray_actor_classes(module.FullyAsyncTrainer):
         wrap(cls, "__init__", _trainer_init_with_lambda_base)
 
 
@@ -377,7 +382,7 @@ def _compute_advantage_marking_rows(original: Callable) -> Callable:
         with lambda_grpo.capturing_response_lengths() as captured:
             batch = original(self, batch, metrics)
         fields = lambda_grpo.row_fields(batch.keys, self.config.algorithm.adv_estimator, captured)
-        return put_rows(batch, fields) if fields else batch
+        return verl_access.put_rows(batch, fields) if fields else batch
 
     return _compute_advantage
 
@@ -388,71 +393,6 @@ def patch_v1_trainer(module: ModuleType) -> None:
     base."""
     wrap(module.PPOTrainer, "__init__", _trainer_init_with_lambda_base)
     wrap(module.PPOTrainer, "_compute_advantage", _compute_advantage_marking_rows)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Accessors: the only reads of verl's internal structures outside the wrappers above.
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def actor_loss_config(worker: Any) -> Any | None:
-    """The actor config a ``TrainingWorker``'s loss was built with (verl binds it as ``partial(ppo_loss, config=)``)."""
-    return getattr(getattr(worker, "loss_fn", None), "keywords", {}).get("config")
-
-
-def sample_field(data: Any, key: str) -> list[Any] | None:
-    """A per-sample non-tensor field of a training batch (``uid``, ``session_id``) as a list, or None."""
-    from verl.utils import tensordict_utils as tu
-
-    return tu.get(data, key)
-
-
-# verl's V1 trainer pads a batch with synthetic samples whose uid starts with this (trainer/ppo/padding_utils.py).
-_PADDING_UID_PREFIX = "pad"
-
-
-def is_padding_uid(uid: str) -> bool:
-    return uid.startswith(_PADDING_UID_PREFIX)
-
-
-def append_metrics(output: Any, metrics: dict[str, float]) -> None:
-    """Add one value per metric to ``train_mini_batch``'s output (a TensorDict with a ``metrics`` dict of lists)."""
-    from verl.utils import tensordict_utils as tu
-
-    merged = dict(tu.get(output, "metrics"))
-    merged.update({key: [value] for key, value in metrics.items()})
-    tu.assign_non_tensor(output, metrics=merged)
-
-
-def global_batch_info(config: Any) -> dict[str, Any]:
-    """The global counts ``ppo_loss`` sets on the actor config for this micro-batch, for ``agg_loss``."""
-    return config.global_batch_info
-
-
-def accelerator_device() -> Any:
-    """The current accelerator device of this process, as verl's platform reports it."""
-    import torch
-    from verl.utils.device import get_device_id, get_device_name
-
-    name = get_device_name()
-    return torch.device(name) if name == "cpu" else torch.device(name, get_device_id())
-
-
-def ray_actor_classes(cls: Any) -> list[type]:
-    """The classes behind a ``@ray.remote`` class: the one it decorates, and the subclass Ray's actor process
-    instantiates (which holds its own copy of ``__init__``); ``[cls]`` for a plain class."""
-    modified = getattr(getattr(cls, "__ray_metadata__", None), "modified_class", cls)
-    return list(dict.fromkeys([getattr(modified, "__ray_actor_class__", modified), modified]))
-
-
-def put_rows(batch: Any, fields: dict[str, Any]) -> Any:
-    """Store per-row tensors for the rows of a V1 batch (``KVBatchMeta``) in verl's TransferQueue, where the actor
-    update reads its batch from; returns the batch's metadata with the fields added, as verl's own puts do."""
-    import transfer_queue as tq
-    from tensordict import TensorDict
-
-    rows = TensorDict(fields, batch_size=len(batch.keys))
-    return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=rows)
 
 
 PATCHES: dict[str, Callable[[ModuleType], None]] = {

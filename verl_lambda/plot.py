@@ -1,4 +1,7 @@
-"""Plots of training metrics as logged by verl (its ``file`` logger or the records of ``cpu.launch``)."""
+"""Plots of training metrics as logged by verl (its ``file`` logger or the records of ``cpu.launch``).
+
+Layer 2 (foundations).
+"""
 
 from __future__ import annotations
 

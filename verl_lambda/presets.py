@@ -2,6 +2,8 @@
 scripts, so that "ALGO=grpo" means the same thing everywhere.
 
 ``python -m verl_lambda.presets ALGO`` prints the overrides of ``ALGO``, one per line.
+
+Layer 2 (foundations).
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ with ``python -m verl.trainer.main_ppo`` for every method and seed, one run afte
 
 Runs whose metrics are complete are reused, so an interrupted study resumes where it stopped. ``--quick`` (one seed,
 three steps, GRPO and λ-GRPO on ``lengths-long``) checks the whole pipeline in a few minutes; the test suite runs it.
+
+Layer 7 (applications).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 verl reaches the accelerator through ``get_platform().device_module`` (``torch.cuda`` on GPUs). ``torch.cpu`` lacks
 the memory, RNG and cache functions verl calls, so this module re-exports it and fills the gaps: memory figures are
 the process's resident set, so verl's ``perf/max_memory_allocated_gb`` reports the peak RSS of each worker on CPU.
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations

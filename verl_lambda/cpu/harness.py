@@ -7,6 +7,8 @@ harness, form a real data-parallel group (``init_process_group``).
 
 The cpu platform must be selected before verl resolves its platform: ``VERL_PLATFORM=cpu`` in the environment
 before ``import verl`` (``select_cpu_platform`` does it).
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations

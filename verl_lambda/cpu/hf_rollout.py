@@ -12,6 +12,8 @@ balancer, weight sync and trainers run unchanged:
 
 It is meant for smoke-testing configs on a laptop or in CI, not for speed: weights travel through Ray's object
 store and generation runs on CPU in fp32.
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ and leaves ``metrics.jsonl`` (every logged metric of every step, from verl's fil
 output) and ``metrics.png`` in ``--out``. Extra arguments are passed to verl as hydra overrides and win over the
 defaults here. ``--rollout`` picks the generation backend: ``hf`` (a transformers model, light) or ``vllm`` (verl's
 own vLLM server rollout with vLLM's CPU build, installed by ``scripts/setup.sh`` on Linux x86_64).
+
+Layer 7 (applications).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 verl 0.9.1 falls back to equivalents of its own when flash-attn is missing (it ships CUDA wheels only); verl 0.9.0
 imports flash-attn unconditionally, so on a CPU its no-padding batches (``left_right_2_no_padding``) cannot be built.
 The CPU backend hands these to verl 0.9.0 instead (``verl_lambda.cpu.patches``).
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations

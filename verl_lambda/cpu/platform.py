@@ -2,10 +2,13 @@
 
 verl 0.9.1 ships platforms for NVIDIA, AMD and Ascend only; without one it falls back to CUDA and fails on a machine
 without a GPU. This platform makes verl's own code paths (FSDP2 engine, worker groups, resource checks) run on CPU
-with gloo. It is registered on plugin load and used only when a user selects it, so GPU users are unaffected.
+with gloo. It is registered when this module is imported, which the plugin does on load, and used only when a user
+selects it, so GPU users are unaffected.
 
 Ray still schedules verl's workers on "GPU" resources: a CPU run declares logical GPUs
 (``+ray_kwargs.ray_init.num_gpus=N``, one per worker); ``torch.cuda`` stays unused.
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations
@@ -123,3 +126,24 @@ def is_cpu_platform_selected() -> bool:
     from verl.plugin.platform import get_platform
 
     return isinstance(get_platform(), PlatformCPU)
+
+
+def cpu_platform_selected() -> bool:
+    """True in a process that asked for this platform (``VERL_PLATFORM=cpu``) and where verl resolved it: what every
+    CPU wrapper checks before it acts, so that on GPUs verl's behaviour is unchanged."""
+    if os.environ.get("VERL_PLATFORM", "").strip().lower() != PLATFORM_NAME:
+        return False
+    return is_cpu_platform_selected()
+
+
+def register_platform() -> None:
+    """Register this platform with verl as ``cpu`` (idempotent)."""
+    from verl.plugin.platform import PlatformRegistry
+
+    if PlatformRegistry.get(PLATFORM_NAME) is not PlatformCPU:
+        PlatformRegistry.register(platform=PLATFORM_NAME)(PlatformCPU)
+
+
+# When this module is imported before verl, its import of verl above loads the plugin, whose registration finds this
+# module half-built (verl_lambda.cpu.patches.register_cpu_platform) and leaves it to this line.
+register_platform()

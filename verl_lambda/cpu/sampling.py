@@ -5,6 +5,8 @@ returned log-probs match vLLM's v1 sampler with verl's default ``logprobs_mode=p
 repetition penalty on the raw logits, then temperature, then top-k and top-p; the log-prob of a sampled token is
 taken from that processed distribution. With top-k and top-p disabled (verl's defaults) this is exactly the
 ``log_softmax(logits / temperature)`` that verl's actor recomputes, so rollout and actor log-probs agree.
+
+Layer 4 (methods and backend).
 """
 
 from __future__ import annotations

@@ -23,7 +23,10 @@ Processes that do not ask for the cpu platform get none of these wrappers (each 
 that do, each wrapper still checks the resolved platform when it runs.
 
 The vLLM wrappers are written against one vLLM release, ``SUPPORTED_VLLM_VERSION``; with any other version a
-``vllm`` rollout on the cpu platform fails before it starts, naming the supported one."""
+``vllm`` rollout on the cpu platform fails before it starts, naming the supported one.
+
+Layer 4 (methods and backend).
+"""
 
 from __future__ import annotations
 
@@ -70,7 +73,9 @@ def cpu_platform_requested() -> bool:
 
 
 def cpu_platform_selected() -> bool:
-    from verl_lambda.cpu.patches import cpu_platform_selected as selected
+    # Imported when called: verl_lambda.cpu.platform imports verl's platform classes, and the CPU patch table (which
+    # imports this module) is imported by the plugin before its version check.
+    from verl_lambda.cpu.platform import cpu_platform_selected as selected
 
     return selected()
 

@@ -1,1 +1,4 @@
-"""Pure math of the two methods (torch only, no verl import)."""
+"""Pure math of the two methods (torch only, no verl import).
+
+Layer 1 (math).
+"""

@@ -15,6 +15,8 @@ overflows float32 for κ near 1 and T in the thousands; instead the recurrence r
 Precision: the scan's matmuls are what autocast lowers (verl computes the loss inside ``autocast(bf16)`` on GPUs), so
 every function here turns autocast off for its input's device type and computes in float32 (float64 for float64
 input), forward and backward.
+
+Layer 1 (math).
 """
 
 from __future__ import annotations

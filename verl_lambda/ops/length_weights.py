@@ -16,6 +16,8 @@ group-mates, and the per-λ work is done once per group rather than once per sam
 Precision: verl computes the loss inside ``autocast(bf16)`` on GPUs. The weights are computed in float64 (which
 autocast never lowers) and the weighted aggregation in float32 (float64 for float64 input) with autocast off for the
 input's device type, forward and backward, so both equal their float32 results under any autocast context.
+
+Layer 1 (math).
 """
 
 from __future__ import annotations

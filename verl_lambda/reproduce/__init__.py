@@ -11,4 +11,6 @@
   GRPO, problems scored, and the published numbers of ``published``.
 
 Nothing here imports verl at import time, so the registry and the report work without a GPU stack.
+
+Layer 7 (applications).
 """

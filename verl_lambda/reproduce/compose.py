@@ -10,6 +10,8 @@ config as YAML on stdout and exits 0; any error exits 1 with its message on stde
 ``validate_config`` builds verl's ``ActorConfig``, which is where verl-lambda checks its own options, so a bad
 ``lambda_grpo.*`` / ``grpo_lambda.*`` option fails here just as it would at launch. Data files that do not exist
 are reported as warnings only (a dry run in CI has no data); ``--require-files`` makes them errors.
+
+Layer 7 (applications).
 """
 
 from __future__ import annotations

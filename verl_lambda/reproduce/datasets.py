@@ -31,6 +31,8 @@ verl's parquet schema, one row per problem::
 Hugging Face dataset with ``datasets`` (on the cluster) or a JSONL file of source-format records (tests, offline).
 :func:`build` writes ``DIR/<prompt>/{train,eval}/<name>.parquet``; ``python -m verl_lambda.reproduce.datasets
 DATA_DIR TRAIN EVAL [PROMPT]`` prints the launchers' ``data.*_files`` overrides for those files.
+
+Layer 7 (applications).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ A launch is computed by a pure function (:func:`train_launch`, :func:`eval_launc
 overrides, the extra environment, the output folder, what ``run.json`` records and the preparation steps; then
 :func:`run` either composes and prints the config (``DRY_RUN=1``, nothing written) or prepares and ``exec``\ s
 main_ppo. ``CPU=1`` runs the same launch on verl-lambda's CPU backend with the tiny built-in model.
+
+Layer 7 (applications).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Only numbers we could trace to a text we read are here; where a paper's absolute numbers were not in the text we
 could read (both papers' result tables), only what the abstract states is listed.
+
+Layer 7 (applications).
 """
 
 from __future__ import annotations

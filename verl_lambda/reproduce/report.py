@@ -32,6 +32,8 @@ replacement. It needs the per-problem dumps.
 
 **Also printed:** the number of problems scored per benchmark (from the dumps; fewer than the benchmark has is
 flagged), and the published numbers of :mod:`verl_lambda.reproduce.published` for the models in the table.
+
+Layer 7 (applications).
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ costs a second check per response, which verl's reward workers run while vLLM is
 An unknown ``data_source`` is an error: scoring it with some default checker would put a wrong number in the table
 without a trace. Scores are 1.0 / 0.0, the scale of verl's own maths checkers (GRPO's group normalisation makes the
 scale irrelevant to training; it keeps ``acc`` an accuracy).
+
+Layer 7 (applications).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ cannot be killed, so enough pathological answers would silently turn every later
 
 Install: ``pip install "verl-lambda[reproduce]"`` (an exact Math-Verify pin; its antlr runtime is the 4.9 one that
 verl's hydra already uses).
+
+Layer 7 (applications).
 """
 
 from __future__ import annotations

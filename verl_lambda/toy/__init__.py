@@ -2,6 +2,8 @@
 
 Everything is built locally from fixed seeds, so nothing is downloaded. ``python -m verl_lambda.toy OUT_DIR``
 writes ``OUT_DIR/model`` and ``OUT_DIR/data/{train,test}.parquet``.
+
+Layer 2 (foundations).
 """
 
 from verl_lambda.toy.model import build_model, build_tokenizer

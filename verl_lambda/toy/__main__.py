@@ -1,4 +1,7 @@
-"""``python -m verl_lambda.toy OUT_DIR [--size tiny|small|base] [--max-chars N]``: build the demo model and data."""
+"""``python -m verl_lambda.toy OUT_DIR [--size tiny|small|base] [--max-chars N]``: build the demo model and data.
+
+Layer 7 (applications): the toy's command line; the toy itself is layer 2.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""A tiny randomly initialised Qwen2 model with a character-level tokenizer, built offline."""
+"""A tiny randomly initialised Qwen2 model with a character-level tokenizer, built offline.
+
+Layer 2 (foundations).
+"""
 
 from __future__ import annotations
 

@@ -31,6 +31,8 @@ The starting policy is the tiny model after a few seconds of supervised warm sta
 Its lengths therefore vary within every group, and with them the reward, in the direction the variant says, so
 λ-GRPO's λ has a signal (rise for ``lengths-long``, fall for ``lengths-short``) for as long as the responses of a
 group differ in length. Neither optimum is the length cap.
+
+Layer 2 (foundations).
 """
 
 from __future__ import annotations

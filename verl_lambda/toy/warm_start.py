@@ -6,6 +6,8 @@ responses run to the cap. A few seconds of next-token training on demonstrations
 what RL usually starts from: a policy that follows the format, at lengths that vary from response to response,
 without knowing the task (its characters are no better than the demonstrations' chance level). Deterministic for a
 given seed; 10-20 s on 2 CPU cores.
+
+Layer 2 (foundations).
 """
 
 from __future__ import annotations
