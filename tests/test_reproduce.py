@@ -663,7 +663,7 @@ def test_train_launch_composes_with_its_settings(composed_launches, size, algo):
     model, tp, max_response = SIZE_MODELS[size]
     for override in algo_overrides(algo):  # the method is exactly the preset
         key, value = override.split("=", 1)
-        assert str(select(config, key.lstrip("+"))) == value, override
+        assert select(config, key.lstrip("+")) == yaml.safe_load(value), override
     name = f"{launcher.model_tag(model)}-{algo}-math-s2"
     out_dir = root / "out" / name
     expected = {
