@@ -546,7 +546,9 @@ def test_report_cli_tables_and_published_numbers(three_seeds, capsys):
     assert lines[2].startswith("qwen2.5-7b-grpo-math") and " 1,2,3 " in lines[2] and " ± " in lines[2]
     assert "difference to grpo, in points" in out and "qwen2.5-7b-lambda_grpo-math" in out
     assert "problems scored" in out and "6 of 500" in out  # fewer than the benchmark has: flagged
-    assert "lambda_grpo − grpo, qwen2.5-7b: +1.7 points" in out  # the paper's published difference
+    # the paper's published difference, next to a row run in its regime
+    assert "qwen2.5-7b-lambda_grpo-math − grpo: the λ-GRPO (arXiv 2510.06870) paper reports +1.7 points" in out
+    assert "not this paper's regime" not in out
     assert "SimpleRL-Zoo, qwen2.5-7b base (greedy): GSM8K 88.2" not in out  # only the columns shown
     assert "SimpleRL-Zoo, qwen2.5-7b base (greedy): MATH500 64.6, AIME24 3.3" in out
     assert report.main([str(root), "--markdown", "--bootstrap", "50", "--metric", "acc_strict"]) == 0
