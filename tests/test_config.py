@@ -137,3 +137,18 @@ def test_the_driver_rejects_a_bad_value_before_starting_anything(tiny_model_dir,
     assert result.returncode != 0
     assert "[verl-lambda] " + message in output
     assert "ray init kwargs" not in output  # failed in validate_config, before Ray or any worker started
+
+
+def test_options_of_a_mode_not_selected_warn_only_when_they_would_change_something(caplog):
+    """The reproduction launchers write every option of both methods, defaults included; a run of the other method
+    must not warn about those, while a non-default option that is silently ignored must."""
+    from verl.workers.config import FSDPActorConfig
+
+    def build(options):
+        with caplog.at_level("WARNING", logger="verl_lambda"):
+            caplog.clear()
+            FSDPActorConfig(strategy="fsdp", rollout_n=2, ppo_micro_batch_size_per_gpu=2, lambda_grpo=options)
+        return [r.getMessage() for r in caplog.records if "are ignored unless" in r.getMessage()]
+
+    assert build({"lr": 0.01, "init": 0.0, "r": 1.0 / 9.0}) == []
+    assert len(build({"lr": 0.05})) == 1

@@ -8,6 +8,7 @@ Nothing is downloaded: the datasets come from the hand-written fixture rows in `
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -24,8 +25,9 @@ import pytest
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from verl_lambda.config import GRPOLambdaConfig, LambdaGRPOConfig
 from verl_lambda.metrics import is_metrics_file, read_metrics
-from verl_lambda.presets import ALGORITHMS
+from verl_lambda.presets import ALGORITHMS, canonical
 from verl_lambda.presets import overrides as algo_overrides
 from verl_lambda.reproduce import launch as launcher
 from verl_lambda.reproduce import published, report
@@ -45,6 +47,7 @@ from verl_lambda.reproduce.datasets import (
     load_records,
     to_verl_rows,
 )
+from verl_lambda.reproduce.regimes import REGIMES
 from verl_lambda.reproduce.reward import CHECKER_OF, compute_score, parse_number
 from verl_lambda.reproduce.verify import INSTALL_HINT, MathVerifyPool
 
@@ -426,15 +429,16 @@ def write_run(
     step: int = 100,
     dumps: bool = True,
     model: str = "Qwen/Qwen2.5-7B",
+    paper: str = "lambda_grpo",
 ) -> dict[str, dict[str, float]]:
     """A launcher-shaped run folder with random answers; returns its per-problem scores (mean over samples)."""
     name = f"{launcher.model_tag(model)}-{algo}-math-s{seed}"
     run_dir = root / name
     (run_dir / "validation").mkdir(parents=True)
     settings = {
-        "model": model, "algo": algo, "train": "math", "eval": "all", "prompt": "qwen_boxed",
+        "paper": paper, "model": model, "algo": algo, "train": "math", "eval": "all", "prompt": "qwen_boxed",
         "checker": "math_verify", "rollout_n": 8, "max_response_length": 8192, "total_steps": 100, "val_n": 1,
-        "cpu": False, "extra_overrides": [], "seed": seed,
+        "cpu": False, "extra_overrides": [], "seed": seed, "regime_changes": [],
     }  # fmt: skip
     (run_dir / "run.json").write_text(json.dumps({"kind": "train", "experiment": name, "settings": settings}))
     per_problem: dict[str, dict[str, float]] = {}
@@ -542,7 +546,9 @@ def test_report_cli_tables_and_published_numbers(three_seeds, capsys):
     assert lines[2].startswith("qwen2.5-7b-grpo-math") and " 1,2,3 " in lines[2] and " ± " in lines[2]
     assert "difference to grpo, in points" in out and "qwen2.5-7b-lambda_grpo-math" in out
     assert "problems scored" in out and "6 of 500" in out  # fewer than the benchmark has: flagged
-    assert "lambda_grpo − grpo, qwen2.5-7b: +1.7 points" in out  # the paper's published difference
+    # the paper's published difference, next to a row run in its regime
+    assert "qwen2.5-7b-lambda_grpo-math − grpo: the λ-GRPO (arXiv 2510.06870) paper reports +1.7 points" in out
+    assert "not this paper's regime" not in out
     assert "SimpleRL-Zoo, qwen2.5-7b base (greedy): GSM8K 88.2" not in out  # only the columns shown
     assert "SimpleRL-Zoo, qwen2.5-7b base (greedy): MATH500 64.6, AIME24 3.3" in out
     assert report.main([str(root), "--markdown", "--bootstrap", "50", "--metric", "acc_strict"]) == 0
@@ -603,7 +609,13 @@ def test_published_numbers_are_transcribed_consistently():
         for kind, row in published.simplerl_zoo_rows(model).items():
             assert np.mean([row[c] for c in six]) == pytest.approx(row["avg"], abs=0.051), (model, kind)
     assert [d.text for d in published.deltas_for("lambda_grpo", "grpo", "qwen2.5-3b")] == ["+1.0"]
-    assert len(published.deltas_for("grpo_lambda", "grpo", "qwen2.5-7b")) == 2
+    # GRPO-λ's numbers: its own models (the 7B is R1-distilled), every trace style and variant of its method
+    assert len(published.deltas_for("grpo_lambda_both", "grpo", "deepseek-r1-distill-qwen-7b")) == 2
+    assert [d.model for d in published.deltas_for("grpo_lambda", "grpo", "qwen2.5-7b")] == [None]
+    assert {d.paper for d in published.PUBLISHED_DELTAS} == {"lambda_grpo", "grpo_lambda"}
+    assert published.regime_models("grpo_lambda") == {
+        "qwen2.5-math-1.5b-instruct", "llama-3.2-3b-instruct", "deepseek-r1-distill-qwen-7b",
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -622,12 +634,31 @@ def test_compose_ppo_config_with_and_without_main_ppos_steps():
     assert OmegaConf.to_container(resolved)["actor_rollout_ref"]["rollout"]["response_length"] == 77
 
 
-SIZE_MODELS = {
+SIZE_MODELS = {  # PAPER=lambda_grpo, the default
     "1.5b": ("Qwen/Qwen2.5-1.5B", 1, 4096),
     "3b": ("Qwen/Qwen2.5-3B", 1, 4096),
     "7b": ("Qwen/Qwen2.5-7B", 2, 8192),
 }
+MODELS = {
+    "lambda_grpo": SIZE_MODELS,
+    "grpo_lambda": {  # the GRPO-λ paper's models and response caps (its 3B is not named: ours)
+        "1.5b": ("Qwen/Qwen2.5-Math-1.5B-Instruct", 1, 256),
+        "3b": ("meta-llama/Llama-3.2-3B-Instruct", 1, 256),
+        "7b": ("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", 2, 768),
+    },
+}
 BAD_OPTION = "+actor_rollout_ref.actor.lambda_grpo.r=-1"
+
+
+def launch_cases() -> list[tuple[str, str, str]]:
+    """Each regime's default method on every size, its other methods on 7B, and every other preset (and alias) on
+    the default regime's 7B: every preset composed by verl in a launch, at a fraction of sizes x presets x papers."""
+    cases = set()
+    for paper, regime in REGIMES.items():
+        cases |= {(paper, size, regime.default_algo) for size in SIZE_MODELS}
+        cases |= {(paper, "7b", algo) for algo in regime.algos}
+    cases |= {("lambda_grpo", "7b", algo) for algo in ALGORITHMS}
+    return sorted(cases)
 
 
 def select(config: DictConfig, key: str):
@@ -644,27 +675,28 @@ def compose(overrides: list[str]) -> DictConfig:
 
 @pytest.fixture(scope="module")
 def composed_launches(tmp_path_factory):
-    """Every size with every method (SEED=2, W&B without a login), composed and validated as main_ppo would."""
+    """The launch cases (SEED=2, W&B without a login), composed and validated as main_ppo would."""
     root = tmp_path_factory.mktemp("launch")
     env = {"SEED": "2", "DATA_DIR": str(root / "data"), "OUT_ROOT": str(root / "out"), "HOME": str(root)}
     configs = {}
-    for size in SIZE_MODELS:
-        for algo in sorted(ALGORITHMS):
-            launch = launcher.train_launch(size, {**env, "ALGO": algo})
-            configs[(size, algo)] = (launch, compose(launch.overrides))
+    for paper, size, algo in launch_cases():
+        launch = launcher.train_launch(size, {**env, "PAPER": paper, "ALGO": algo})
+        configs[(paper, size, algo)] = (launch, compose(launch.overrides))
     return root, configs
 
 
-@pytest.mark.parametrize("size", sorted(SIZE_MODELS))
-@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
-def test_train_launch_composes_with_its_settings(composed_launches, size, algo):
+@pytest.mark.parametrize(("paper", "size", "algo"), launch_cases())
+def test_train_launch_composes_with_its_settings(composed_launches, paper, size, algo):
     root, configs = composed_launches
-    launch, config = configs[(size, algo)]
-    model, tp, max_response = SIZE_MODELS[size]
+    launch, config = configs[(paper, size, algo)]
+    regime = REGIMES[paper]
+    model, tp, max_response = MODELS[paper][size]
+    prompt = regime.sizes[size].prompt
     for override in algo_overrides(algo):  # the method is exactly the preset
         key, value = override.split("=", 1)
-        assert str(select(config, key.lstrip("+"))) == value, override
-    name = f"{launcher.model_tag(model)}-{algo}-math-s2"
+        assert select(config, key.lstrip("+")) == yaml.safe_load(value), override
+    suffix = "" if paper == "lambda_grpo" else f"-paper_{paper}"
+    name = f"{launcher.model_tag(model)}-{canonical(algo)}-{regime.train_set}{suffix}-s2"
     out_dir = root / "out" / name
     expected = {
         "actor_rollout_ref.model.path": model,
@@ -689,12 +721,26 @@ def test_train_launch_composes_with_its_settings(composed_launches, size, algo):
         "reward.custom_reward_function.path": "pkg://verl_lambda.reproduce.reward",
         "reward.custom_reward_function.reward_kwargs.checker": "math_verify",
         "actor_rollout_ref.rollout.val_kwargs.n": 1,
-        "data.val_files": [str(root / "data" / "qwen_boxed" / "eval" / f"{b}.parquet") for b in EVAL_SPECS],
-        "data.train_files": str(root / "data" / "qwen_boxed" / "train" / "math.parquet"),
+        "data.val_files": [str(root / "data" / prompt / "eval" / f"{b}.parquet") for b in regime.benchmarks],
+        "data.train_files": str(root / "data" / prompt / "train" / f"{regime.train_set}.parquet"),
     }
     assert {key: select(config, key) for key in expected} == expected
     assert select(config, "actor_rollout_ref.actor.strategy") in ("fsdp", "fsdp2")
-    assert launch.record["settings"]["seed"] == 2 and launch.record["wandb"] == "offline"
+    settings = launch.record["settings"]
+    assert settings["seed"] == 2 and launch.record["wandb"] == "offline"
+    assert settings["paper"] == paper and settings["algo"] == canonical(algo) and settings["regime_changes"] == []
+    # every option of both methods is in verl's config, exactly as the record states them
+    options = settings["method_options"]
+    held = {
+        "lambda_grpo": OmegaConf.to_container(select(config, "actor_rollout_ref.actor.lambda_grpo")),
+        "grpo_lambda": OmegaConf.to_container(select(config, "actor_rollout_ref.actor.policy_loss.grpo_lambda")),
+    }
+    assert held["lambda_grpo"] == options["lambda_grpo"]
+    assert {**held["grpo_lambda"], "kappa": options["grpo_lambda"]["kappa"]} == options["grpo_lambda"]
+    assert set(held["lambda_grpo"]) == {f.name for f in dataclasses.fields(LambdaGRPOConfig)}
+    assert set(held["grpo_lambda"]) == {f.name for f in dataclasses.fields(GRPOLambdaConfig)}
+    assert (held["lambda_grpo"]["min"], held["lambda_grpo"]["max"]) == (-5.0, 5.0)  # the launch's bounds
+    assert settings["lambda_updates"] == 400  # 100 steps x 1024 / 256 mini-batches
     assert not out_dir.exists()  # nothing was launched or written
 
 
@@ -822,8 +868,17 @@ def test_launch_prepares_its_folder_then_hands_over(tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"{true} -m verl.trainer.main_ppo" in done.stderr
     assert not (out_dir / "metrics.jsonl").exists() and len(list(out_dir.glob("metrics.*.jsonl"))) == 1
-    assert json.loads((out_dir / "run.json").read_text())["settings"]["rollout_n"] == 8
+    record = json.loads((out_dir / "run.json").read_text())
+    assert record["settings"]["rollout_n"] == 8 and record["config_file"] == "resolved_config.yaml"
     assert json.loads(next(out_dir.glob("run.*.json")).read_text())["settings"]["rollout_n"] == 5
+    # the resolved config, written before training: every option of both methods, defaults included
+    text = (out_dir / "resolved_config.yaml").read_text()
+    config = OmegaConf.create(yaml.safe_load(text))
+    assert select(config, "actor_rollout_ref.actor.lambda_grpo") == record["settings"]["method_options"]["lambda_grpo"]
+    assert select(config, "actor_rollout_ref.actor.policy_loss.grpo_lambda.neg_adv_clamp") == -0.1
+    assert "# λ-GRPO options (actor_rollout_ref.actor.lambda_grpo, active): " in text
+    assert "[verl-lambda] λ-GRPO options (actor_rollout_ref.actor.lambda_grpo, active): " in done.stderr
+    assert "λ's reach: Adam moves λ by about lr per update, 400 updates" in done.stderr
 
     (out_dir / "checkpoints" / "global_step_100" / "actor").mkdir(parents=True)
     build(tmp_path / "data", "none", "all", from_dir=FIXTURES, prompts=DEFAULT_PROMPT)
@@ -832,6 +887,7 @@ def test_launch_prepares_its_folder_then_hands_over(tmp_path):
     evaluation = out_dir / "eval" / "step100-t1.0-p0.95-n32x4-len16384"
     record = json.loads((evaluation / "eval.json").read_text())
     assert record["step"] == 100 and record["run"]["settings"]["rollout_n"] == 8
+    assert select(OmegaConf.load(evaluation / "resolved_config.yaml"), "trainer.val_only") is True
     assert f"{true} -m verl.model_merger merge --backend fsdp" in done.stderr
     rows = pq.read_table(evaluation / "data" / "amc23.parquet").to_pylist()
     assert [r["__rollout_n__"] for r in rows] == [32, 32]
@@ -868,7 +924,10 @@ def run_script(script: str, env: dict[str, str], *args: str, timeout: float = 30
 def test_dry_runs_of_the_scripts(tmp_path):
     """The launcher with SEED, and eval_ckpt.sh on a run folder, as a user types them (no PYTHON set)."""
     run_dir = fake_run(tmp_path / "runs")
-    train_env = script_env(DRY_RUN="1", SEED="2", ALGO="grpo", OUT_ROOT=str(tmp_path / "out"), HOME=str(tmp_path))
+    train_env = script_env(
+        DRY_RUN="1", SEED="2", PAPER="grpo_lambda", ALGO="grpo_lambda_both", OUT_ROOT=str(tmp_path / "out"),
+        HOME=str(tmp_path),
+    )  # fmt: skip
     eval_env = script_env(DRY_RUN="1", HOME=str(tmp_path))
     with ThreadPoolExecutor(max_workers=2) as pool:
         train = pool.submit(run_script, "run_qwen7b.sh", train_env)
@@ -879,8 +938,20 @@ def test_dry_runs_of_the_scripts(tmp_path):
         assert done.stdout.startswith(HEADER + "\n")
         assert f"DRY_RUN: {REPO / '.venv' / 'bin' / 'python'} -m verl.trainer.main_ppo" in done.stderr
     config = OmegaConf.create(yaml.safe_load(train.stdout))
-    assert select(config, "trainer.experiment_name") == "qwen2.5-7b-grpo-math-s2"
+    name = "deepseek-r1-distill-qwen-7b-grpo_lambda_both-gsm8k_math-paper_grpo_lambda-s2"
+    assert select(config, "trainer.experiment_name") == name
     assert (select(config, "data.seed"), select(config, "actor_rollout_ref.rollout.seed")) == (2, 2000)
+    assert select(config, "data.max_response_length") == 768  # the GRPO-λ paper's 7B cap
+    # every method option, in the YAML and in the comments before it
+    trace = select(config, "actor_rollout_ref.actor.policy_loss.grpo_lambda")
+    assert OmegaConf.to_container(trace) == {
+        "gamma": 1.0, "lam": 0.99, "style": "both", "variant": "epsilon-trace", "neg_adv_clamp": -0.1,
+    }  # fmt: skip
+    assert set(select(config, "actor_rollout_ref.actor.lambda_grpo")) >= {"r", "lr", "init", "min", "max"}
+    header = "\n".join(line for line in train.stdout.splitlines() if line.startswith("#"))
+    for text in ("neg_adv_clamp=-0.1", "κ = gamma x lam = 0.99", "style=both", "variant=epsilon-trace",
+                 "r=0.1111111111111111", "lr=0.01", "init=0.0"):  # fmt: skip
+        assert text in header and text in train.stderr, text
     assert not (tmp_path / "out").exists()
     config = OmegaConf.create(yaml.safe_load(evaluation.stdout))
     assert select(config, "trainer.val_only") is True

@@ -44,7 +44,9 @@ def _init_accepting_options(
             options = options_cls.from_dict(values)
             object.__setattr__(self, key, options)
             selected = getattr(self, mode_field) == key
-            if values and not selected:
+            # the reproduction launchers record every option of both methods, defaults included: warn only about a
+            # setting that would have changed something
+            if values and not selected and options != options_cls():
                 logger.warning("verl-lambda: options under %s are ignored unless %s=%s", key, mode_field, key)
             if selected and on_selected is not None:
                 on_selected(options)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 HEADER = "# verl-lambda dry run: verl's ppo_trainer config, composed and validated as main_ppo would; not launched"
+RUN_HEADER = "# verl-lambda: verl's ppo_trainer config of this run, composed and validated as main_ppo would, resolved"
 
 
 def compose(overrides: Sequence[str]) -> Any:
@@ -41,10 +42,17 @@ def missing_data_files(config: Any) -> list[str]:
     return [f for f in files if "://" not in str(f) and not os.path.exists(os.path.expanduser(str(f)))]
 
 
-def dry_run(overrides: Sequence[str], require_files: bool = False) -> int:
-    """Print the composed, validated config as YAML (exit status 0), or the launch's error (1)."""
+def to_yaml(config: Any, header: str = HEADER, comments: Sequence[str] = ()) -> str:
+    """The config as YAML after ``header`` and ``comments`` as ``#`` lines (what a dry run prints and a launch writes
+    to ``resolved_config.yaml``)."""
     from omegaconf import OmegaConf
 
+    lines = [header, *(f"# {line}" for text in comments for line in str(text).splitlines())]
+    return "\n".join(lines) + "\n" + OmegaConf.to_yaml(config)
+
+
+def dry_run(overrides: Sequence[str], require_files: bool = False, comments: Sequence[str] = ()) -> int:
+    """Print the composed, validated config as YAML after ``comments`` (exit status 0), or the launch's error (1)."""
     try:
         with contextlib.redirect_stdout(sys.stderr):  # verl's notices must not mix with the YAML
             config = compose(overrides)
@@ -56,8 +64,7 @@ def dry_run(overrides: Sequence[str], require_files: bool = False) -> int:
         print(f"DRY RUN WARNING: data file not found (a launch would fail loading it): {path}", file=sys.stderr)
     if missing and require_files:
         return 1
-    print(HEADER)
-    print(OmegaConf.to_yaml(config), end="")
+    print(to_yaml(config, comments=comments), end="")
     return 0
 
 

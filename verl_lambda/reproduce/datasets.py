@@ -5,7 +5,7 @@ publicly documented), which fields hold the question and the answer, how the gro
 field, and the ``data_source`` the rows carry in verl. ``data_source`` selects the answer checker
 (:mod:`verl_lambda.reproduce.reward`) and names the validation metrics, ``val-core/<data_source>/acc/mean@N``.
 
-Every prompt asks for the final answer in ``\boxed{}``, in one of two templates (:data:`PROMPTS`), so one extraction
+Every prompt asks for the final answer in ``\boxed{}``, in one of three templates (:data:`PROMPTS`), so one extraction
 rule (:func:`last_boxed`) reads every benchmark:
 
 - ``qwen_boxed`` (default): Qwen2.5-Math's ``qwen-boxed`` evaluation template, the prompt SimpleRL-Zoo trains and
@@ -14,6 +14,8 @@ rule (:func:`last_boxed`) reads every benchmark:
   ``<|im_start|>role\ncontent<|im_end|>\n``, so these two messages render to that template's text and step-0
   accuracies can be set against SimpleRL-Zoo's published base-model rows (not checked against the real tokenizer
   here: it needs the Hub).
+- ``r1_boxed``: the same user message without a system message, as DeepSeek recommends for its R1-distilled models
+  (its README's usage recommendations); the GRPO-λ regime trains DeepSeek-R1-Distill-Qwen-7B with it.
 - ``verl``: verl's own MATH preprocessing example (``examples/data_preprocess/math_dataset.py``), the user message
   ``<question> Let's think step by step and output the final answer within \boxed{}.`` and no system message.
 
@@ -73,6 +75,15 @@ PROMPTS: dict[str, PromptTemplate] = {
             source="Qwen2.5-Math evaluation's qwen-boxed template; SimpleRL-Zoo's prompt for Qwen2.5 base models",
         ),
         PromptTemplate(
+            name="r1_boxed",
+            system=None,
+            user="{question}\nPlease reason step by step, and put your final answer within \\boxed{}.",
+            source=(
+                "DeepSeek-R1's usage recommendations for its (distilled) models: no system prompt, the \\boxed{}"
+                " directive in the user message; the GRPO-λ regime's 7B (DeepSeek-R1-Distill-Qwen-7B)"
+            ),
+        ),
+        PromptTemplate(
             name="verl",
             system=None,
             user="{question} Let's think step by step and output the final answer within \\boxed{}.",
@@ -84,6 +95,9 @@ DEFAULT_PROMPT = "qwen_boxed"
 
 LAMBDA_GRPO = "λ-GRPO (arXiv 2510.06870)"
 GRPO_LAMBDA = "GRPO-λ (arXiv 2510.00194)"
+# The λ-GRPO paper averages 8 benchmarks; GSM8K, MATH500, AIME24 and Minerva are named in its reviews and third-party
+# listings, OlympiadBench and AMC23 are inferred (SimpleRL-Zoo's six), the other two are unknown.
+LAMBDA_GRPO_INFERRED = "λ-GRPO (inferred, not confirmed)"
 
 # How the ground truth is stored in the answer field.
 PLAIN = "plain"  # the answer itself (a string or a number)
@@ -280,7 +294,7 @@ EVAL_SPECS: dict[str, DatasetSpec] = {
             answer_field="final_answer",
             answer_format=LIST,
             size=674,
-            reported_by=(LAMBDA_GRPO, GRPO_LAMBDA),
+            reported_by=(GRPO_LAMBDA, LAMBDA_GRPO_INFERRED),
             context_field="context",
             note="open-ended, text-only, English competition maths subset; GRPO-λ calls it OlympiadMath",
         ),
@@ -310,8 +324,8 @@ EVAL_SPECS: dict[str, DatasetSpec] = {
             answer_field="answer",
             answer_format=PLAIN,
             size=40,
-            reported_by=(LAMBDA_GRPO, GRPO_LAMBDA),
-            note="AMC 12 2023 problems with numeric answers; GRPO-λ says 'AMC' without a year",
+            reported_by=(GRPO_LAMBDA, LAMBDA_GRPO_INFERRED),
+            note="AMC 12 2023 problems with numeric answers; GRPO-λ says 'AMC' without a year: AMC23 is assumed",
         ),
     )
 }

@@ -5,18 +5,25 @@ hybrid engine (vLLM rollout, FSDP actor).
     python -m verl_lambda.reproduce.launch train --size 7b [hydra overrides ...]
     python -m verl_lambda.reproduce.launch eval RUN_DIR|CHECKPOINT|HF_MODEL [hydra overrides ...]
 
-Settings come from environment variables (:data:`TRAIN_VARIABLES`, :data:`EVAL_VARIABLES`; the README's
-"Reproduce the papers" has the table); extra arguments are hydra overrides appended last (they win). Every value
-that is not the method itself is listed once below with its source. "verl recipe" is verl's standard GRPO maths
-example, ``examples/grpo_trainer/run_qwen2-7b_math.sh`` (verl <= 0.5) and its successor ``run_qwen3_8b_fsdp.sh``
-(verl 0.9); "SimpleRL-Zoo" is the zero-RL study of base models (Zeng et al. 2025, arXiv 2503.18892) as its README
-(github.com/hkust-nlp/simpleRL-reason) states its commands. Neither paper's text that we could read states its
-training settings.
+Settings come from environment variables (:data:`TRAIN_VARIABLES`, :data:`EVAL_VARIABLES`); extra arguments are
+hydra overrides appended last (they win). ``PAPER`` selects a paper's regime (:mod:`verl_lambda.reproduce.regimes`:
+its models, response caps, prompt, training set, benchmarks, evaluation decoding and the methods it compares):
+``lambda_grpo`` (default) or ``grpo_lambda``. Every value that is not the method itself is listed once below or in
+the regime with its source; ``docs/reproduce/settings.md`` is the table of all of them. "verl recipe" is verl's
+standard GRPO maths example, ``examples/grpo_trainer/run_qwen2-7b_math.sh`` (verl <= 0.5) and its successor
+``run_qwen3_8b_fsdp.sh`` (verl 0.9); "SimpleRL-Zoo" is the zero-RL study of base models (Zeng et al. 2025, arXiv
+2503.18892) as its README (github.com/hkust-nlp/simpleRL-reason) states its commands.
+
+Every option of both methods is written into the config (``actor.lambda_grpo.*`` and
+``actor.policy_loss.grpo_lambda.*``, defaults included), so the config verl runs, the dry run's YAML, the run's
+``resolved_config.yaml`` and ``run.json`` all carry them; a ``+key=value`` override of one of them is applied as
+``++key=value``.
 
 A launch is computed by a pure function (:func:`train_launch`, :func:`eval_launch`) into a :class:`Launch`: the
 overrides, the extra environment, the output folder, what ``run.json`` records and the preparation steps; then
-:func:`run` either composes and prints the config (``DRY_RUN=1``, nothing written) or prepares and ``exec``\ s
-main_ppo. ``CPU=1`` runs the same launch on verl-lambda's CPU backend with the tiny built-in model.
+:func:`run` either composes and prints the config (``DRY_RUN=1``, nothing written) or prepares, composes and writes
+``resolved_config.yaml`` and ``run.json``, and ``exec``\ s main_ppo. ``CPU=1`` runs the same launch on verl-lambda's
+CPU backend with the tiny built-in model.
 
 Layer 7 (applications).
 """
@@ -24,6 +31,7 @@ Layer 7 (applications).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -35,10 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verl_lambda.config import GRPO_LAMBDA_KEY, LAMBDA_GRPO_KEY, GRPOLambdaConfig, LambdaGRPOConfig
+from verl_lambda.presets import ALIASES, PRESETS, canonical, last_values, method_options
 from verl_lambda.presets import overrides as algo_overrides
 from verl_lambda.reproduce.datasets import (
     DEFAULT_PROMPT,
-    DEFAULT_TRAIN_SET,
     EVAL_SPECS,
     PROMPTS,
     TRAIN_SETS,
@@ -46,51 +55,47 @@ from verl_lambda.reproduce.datasets import (
     eval_files,
     resolve_names,
 )
+from verl_lambda.reproduce.regimes import (
+    DEFAULT_PAPER,
+    LAUNCH_GRPO_LAMBDA,
+    LAUNCH_LAMBDA_GRPO,
+    REGIMES,
+    regime,
+)
 from verl_lambda.reproduce.reward import CHECKERS, DEFAULT_CHECKER
 
-RUN_FILE, EVAL_FILE = "run.json", "eval.json"
+RUN_FILE, EVAL_FILE, CONFIG_FILE = "run.json", "eval.json", "resolved_config.yaml"
 TAG = "[verl-lambda]"
-
-
-@dataclass(frozen=True)
-class SizeDefaults:
-    """What differs between the model sizes of the λ-GRPO paper (Qwen2.5 1.5B, 3B and 7B)."""
-
-    model: str
-    rollout_tp: int  # vLLM tensor parallelism
-    max_response_length: int
-
-
-SIZES: dict[str, SizeDefaults] = {
-    # base models: zero RL, as SimpleRL-Zoo (base vs instruct is not stated in the λ-GRPO text we could read)
-    "1.5b": SizeDefaults("Qwen/Qwen2.5-1.5B", rollout_tp=1, max_response_length=4096),
-    "3b": SizeDefaults("Qwen/Qwen2.5-3B", rollout_tp=1, max_response_length=4096),
-    # TP 2 for 7B: verl recipe; 8192 tokens: SimpleRL-Zoo's command for Qwen-2.5-7B
-    "7b": SizeDefaults("Qwen/Qwen2.5-7B", rollout_tp=2, max_response_length=8192),
-}
+SIZES = ("1.5b", "3b", "7b")
 
 TRAIN_VARIABLES: dict[str, str] = {
-    "ALGO": "lambda_grpo | grpo_lambda | grpo | dapo (verl_lambda/presets.py)",
+    "PAPER": f"{DEFAULT_PAPER}: the paper whose regime to run, one of {list(REGIMES)} (docs/reproduce/settings.md)",
+    "ALGO": "the paper's method (lambda_grpo | grpo_lambda): a preset of verl_lambda/presets.py; the paper's "
+    "comparison: " + "; ".join(f"{p}: {', '.join(r.algos)}" for p, r in REGIMES.items()),
     "SEED": "1; data order (data.seed), rollout sampling and mini-batch shuffling; part of the run name",
-    "MODEL_PATH": "Hugging Face id or local path (launcher default: Qwen/Qwen2.5-<size>); names the run",
+    "MODEL_PATH": "the regime's model of the size (PAPER=lambda_grpo: Qwen/Qwen2.5-<size>); names the run",
     "DATA_DIR": "~/data/verl_lambda, the output of examples/prepare_data.py",
-    "TRAIN": f"{DEFAULT_TRAIN_SET}: training set, one of {list(TRAIN_SETS)}",
-    "EVAL": "all: benchmarks validated during training, comma-separated",
-    "PROMPT": f"{DEFAULT_PROMPT}: prompt template, one of {list(PROMPTS)}",
+    "TRAIN": f"the regime's training set, one of {list(TRAIN_SETS)}",
+    "EVAL": "the regime's benchmarks, validated during training, comma-separated (or all)",
+    "PROMPT": f"the regime's prompt template of the size, one of {list(PROMPTS)}",
     "CHECKER": f"{DEFAULT_CHECKER}: answer checker that gives the reward and acc, one of {list(CHECKERS)}",
     "ROLLOUT_N": "8: responses per prompt (GRPO's group size)",
-    "MAX_RESPONSE_LENGTH": "4096 (1.5B, 3B) / 8192 (7B): response token limit in training and validation",
+    "MAX_RESPONSE_LENGTH": "the regime's cap: 4096 / 4096 / 8192 (lambda_grpo), 256 / 256 / 768 (grpo_lambda)",
     "TOTAL_STEPS": "100: training steps (a fixed budget, whatever the training set's size)",
+    "LAMBDA_LR": f"{LAUNCH_LAMBDA_GRPO.lr}: λ-GRPO's learning rate of λ (docs/reproduce/choosing-lambda-lr.md)",
+    "LAMBDA_INIT": f"{LAUNCH_LAMBDA_GRPO.init}: λ-GRPO's initial λ (0: training starts as GRPO)",
+    "LAMBDA_MIN, LAMBDA_MAX": f"{LAUNCH_LAMBDA_GRPO.min}, {LAUNCH_LAMBDA_GRPO.max}: bounds of λ ('none': unbounded)",
     "TEST_FREQ": "10: validate every TEST_FREQ steps (and at step 0 and the last step)",
     "SAVE_FREQ": "20: checkpoint every SAVE_FREQ steps (and the last step)",
     "KEEP_CKPTS": "2: actor checkpoints kept (older ones are deleted)",
     "VAL_N": "1: samples per problem in training-time validation (1: greedy; >1: temperature 1.0, avg@VAL_N)",
     "GPUS_PER_NODE": "8",
     "NNODES": "1: nodes of the Ray cluster, started beforehand when > 1",
-    "ROLLOUT_TP": "per size: vLLM tensor parallel size",
+    "ROLLOUT_TP": "per size: vLLM tensor parallel size (2 for 7B, else 1)",
     "MAX_TOKEN_LEN_PER_GPU": "24576 (or one whole sequence if longer): tokens per GPU micro-batch (memory only)",
     "PROJECT": "verl_lambda_reproduce: W&B project",
-    "EXPERIMENT": "<model>-<ALGO>-<TRAIN>[-<PROMPT>]-s<SEED>: run name, W&B name",
+    "EXPERIMENT": "<model>-<ALGO>-<TRAIN>[-<PROMPT>][-lam<option><value>...][-paper_<PAPER>]-s<SEED>: run name, "
+    "W&B name (the prompt when not the regime's, λ's LAMBDA_* when not the defaults, the paper when not lambda_grpo)",
     "OUT_DIR": "$OUT_ROOT/<EXPERIMENT> (OUT_ROOT: outputs/): checkpoints, metrics, dumps; shared on clusters",
     "LOGGER": "[console,file] plus wandb unless WANDB=off",
     "WANDB": "auto: online when logged in (WANDB_API_KEY or ~/.netrc), else offline into OUT_DIR/wandb; or off",
@@ -100,19 +105,44 @@ TRAIN_VARIABLES: dict[str, str] = {
 }
 
 EVAL_VARIABLES: dict[str, str] = {
+    "PAPER": "the run's (run.json), else lambda_grpo: the regime whose evaluation defaults apply",
     "STEP": "the checkpoint step to evaluate when given a run folder (default: the latest)",
-    "EVAL": "all: benchmarks",
+    "EVAL": "the run's benchmarks, else the regime's",
     "SMALL": "aime24,amc23: the small benchmarks, sampled N_SMALL times per problem",
     "N_SMALL": "32: samples per problem on the small benchmarks (avg@32)",
     "N_LARGE": "4: samples per problem on the other benchmarks",
     "GREEDY": "1: greedy decoding, one sample per problem (the base-model rows of SimpleRL-Zoo)",
-    "TEMPERATURE": "1.0, TOP_P: 0.95 (SimpleRL-Zoo's evaluation of its zero-RL models)",
-    "MAX_RESPONSE_LENGTH": "16384: response token limit (SimpleRL-Zoo's evaluation: 16,000)",
-    "PROMPT": "the run's (run.json), else qwen_boxed",
+    "TEMPERATURE, TOP_P": "the regime's: 1.0, 0.95 (lambda_grpo: SimpleRL-Zoo's evaluation); 0.6, 0.95 "
+    "(grpo_lambda: DeepSeek-R1's recommendation for its distilled models)",
+    "MAX_RESPONSE_LENGTH": "the regime's: 16384 (lambda_grpo: SimpleRL-Zoo's 16,000), 3072 (grpo_lambda: the paper's "
+    "~3k)",
+    "PROMPT": "the run's (run.json), else the regime's for the model's size (qwen_boxed)",
     "CHECKER": "the run's, else math_verify",
     "EVAL_OUT": "<run>/eval/step<N>-<settings> (a run or checkpoint), else $OUT_ROOT/eval/<model>-<settings>",
     "DATA_DIR, GPUS_PER_NODE, NNODES, ROLLOUT_TP, DRY_RUN, CPU, PYTHON": "as for training",
 }
+
+# Environment variables that fix a paper's regime: a run that sets one to another value than the regime's is not in
+# that paper's regime (run.json's regime_changes; the report then prints no published gain next to it).
+REGIME_VARIABLES = (
+    "MODEL_PATH",
+    "TRAIN",
+    "EVAL",
+    "PROMPT",
+    "CHECKER",
+    "ROLLOUT_N",
+    "MAX_RESPONSE_LENGTH",
+    "TOTAL_STEPS",
+)
+# Extra overrides that change neither paper's regime: memory, parallelism, bookkeeping, and λ-GRPO's optimizer
+# options (the paper states none of them). Any other extra override is a regime change.
+_NEUTRAL_OVERRIDES = re.compile(
+    r"^(trainer\.(test_freq|save_freq|max_actor_ckpt_to_keep|logger|project_name|experiment_name|resume_mode|"
+    r"default_local_dir|validation_data_dir|n_gpus_per_node|nnodes|log_val_generations)|ray_kwargs\..*|hydra\..*|"
+    r".*(max_token_len_per_gpu|micro_batch_size_per_gpu|micro_batch_size|gpu_memory_utilization|"
+    r"tensor_model_parallel_size|fsdp_config\..*|use_dynamic_bsz|log_prob_use_dynamic_bsz)|"
+    rf"{re.escape(LAMBDA_GRPO_KEY)}\.(init|learnable|optimizer|lr|min|max|grad_clip|signal|validation_share))$"
+)
 
 
 @dataclass
@@ -141,6 +171,16 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float | None, allow_none: bool = False) -> float | None:
+    raw = _env(env, name, "none" if default is None else repr(float(default)))
+    if allow_none and raw.lower() in ("none", "null"):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number{' or none' if allow_none else ''}, got {raw!r}") from None
 
 
 def model_tag(model_path: str) -> str:
@@ -216,44 +256,151 @@ def _build_fixture_data(data_dir: Path, train: str, evals: str, prompt: str) -> 
     build(data_dir, train, evals, from_dir=fixtures, prompts=prompt)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The two methods' options: every one written into the config, and read back from the overrides for the record
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _hydra_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def method_option_overrides(lambda_grpo: LambdaGRPOConfig, grpo_lambda: GRPOLambdaConfig) -> list[str]:
+    """``++`` overrides that set every option of both methods (add or override: presets and users may set them)."""
+    lines = []
+    for key, options in ((LAMBDA_GRPO_KEY, lambda_grpo), (GRPO_LAMBDA_KEY, grpo_lambda)):
+        lines += [f"++{key}.{f.name}={_hydra_value(getattr(options, f.name))}" for f in dataclasses.fields(options)]
+    return lines
+
+
+def _forced(extra: Sequence[str], filled: Sequence[str]) -> list[str]:
+    """``extra`` with ``+key=value`` turned into ``++key=value`` for the keys the launch already sets."""
+    keys = {o.split("=", 1)[0].lstrip("+") for o in filled}
+    return [
+        f"+{o}" if o.startswith("+") and not o.startswith("++") and o[1:].split("=", 1)[0] in keys else o for o in extra
+    ]
+
+
+def active_methods(algo: str) -> dict[str, bool]:
+    """Which of the two methods' option groups the preset ``algo`` uses."""
+    overrides = " ".join(algo_overrides(algo))
+    return {
+        "lambda_grpo": "loss_agg_mode=lambda_grpo" in overrides,
+        "grpo_lambda": "policy_loss.loss_mode=grpo_lambda" in overrides,
+    }
+
+
+def options_record(lambda_grpo: LambdaGRPOConfig, grpo_lambda: GRPOLambdaConfig) -> dict[str, dict[str, Any]]:
+    return {
+        "lambda_grpo": dataclasses.asdict(lambda_grpo),
+        "grpo_lambda": {**dataclasses.asdict(grpo_lambda), "kappa": grpo_lambda.decay},
+    }
+
+
+def describe_methods(record: Mapping[str, Any]) -> list[str]:
+    """The launch's method options, one line per method, and how far λ can travel: printed at every start."""
+    settings = record["settings"]
+    options, active = settings["method_options"], settings["method_active"]
+    lines = [f"ALGO={settings['algo']} (PAPER={settings['paper']}): {PRESETS[settings['algo']].description}"]
+    lg, gl = options["lambda_grpo"], options["grpo_lambda"]
+    state = "active" if active["lambda_grpo"] else f"not used by ALGO={settings['algo']}"
+    lines.append(
+        f"λ-GRPO options ({LAMBDA_GRPO_KEY}, {state}): " + " ".join(f"{k}={_hydra_value(v)}" for k, v in lg.items())
+    )
+    updates = settings.get("lambda_updates")
+    if active["lambda_grpo"] and lg["learnable"] and updates:
+        lines.append(
+            f"  λ's reach: Adam moves λ by about lr per update, {updates} updates "
+            f"({settings['total_steps']} steps x {updates // max(settings['total_steps'], 1)} mini-batches): at most "
+            f"about lr x {updates} = {lg['lr'] * updates:g} from init {lg['init']:g}; watch actor/lambda_grpo/lambda, "
+            "lambda_grad and max_weight_share (docs/reproduce/choosing-lambda-lr.md)"
+        )
+    state = "active" if active["grpo_lambda"] else f"not used by ALGO={settings['algo']}"
+    lines.append(
+        f"GRPO-λ options ({GRPO_LAMBDA_KEY}, {state}): "
+        + " ".join(f"{k}={_hydra_value(v)}" for k, v in gl.items() if k != "kappa")
+        + f" (κ = gamma x lam = {gl['kappa']:g})"
+    )
+    if settings.get("regime_changes"):
+        lines.append(
+            f"not PAPER={settings['paper']}'s regime: changed {', '.join(settings['regime_changes'])} (the report "
+            "prints no published gain next to this run)"
+        )
+    return lines
+
+
+def _regime_changes(resolved: Mapping[str, str], defaults: Mapping[str, str], extra: Sequence[str]) -> list[str]:
+    """The regime-fixing settings this launch changes (``NAME=value``) and its extra overrides that are not neutral."""
+    changes = [f"{name}={resolved[name]}" for name in REGIME_VARIABLES if resolved[name] != defaults[name]]
+    for override in extra:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if not _NEUTRAL_OVERRIDES.match(key):
+            changes.append(override)
+    return changes
+
+
 def train_launch(size: str, env: Mapping[str, str], extra: Sequence[str] = ()) -> Launch:
     """The training launch of ``scripts/run_qwen<size>.sh`` under ``env`` (see :data:`TRAIN_VARIABLES`)."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
-    defaults, cpu = SIZES[size], _env(env, "CPU", "0") == "1"
-    algo = _env(env, "ALGO", "lambda_grpo")
+    paper = _env(env, "PAPER", DEFAULT_PAPER)
+    reg = regime(paper)
+    choice, cpu = reg.sizes[size], _env(env, "CPU", "0") == "1"
+    requested = _env(env, "ALGO", reg.default_algo)
+    algo = canonical(requested)  # fails early with the list of names; an alias becomes its preset's name
     seed = _int(env, "SEED", 1)
-    model = _env(env, "MODEL_PATH", defaults.model)
-    train = _env(env, "TRAIN", DEFAULT_TRAIN_SET)
-    evals = _env(env, "EVAL", "all")
-    prompt = _env(env, "PROMPT", DEFAULT_PROMPT)
+    model = _env(env, "MODEL_PATH", choice.model)
+    train = _env(env, "TRAIN", reg.train_set)
+    evals = ",".join(resolve_names(_env(env, "EVAL", ",".join(reg.benchmarks)), list(EVAL_SPECS), "benchmark"))
+    prompt = _env(env, "PROMPT", choice.prompt)
     checker = _env(env, "CHECKER", DEFAULT_CHECKER)
     resolve_names(prompt, list(PROMPTS), "prompt")
     if checker not in CHECKERS:
         raise ValueError(f"CHECKER must be one of {list(CHECKERS)}, got {checker!r}")
-    rollout_n = _int(env, "ROLLOUT_N", 8, minimum=2)
-    max_response = _int(env, "MAX_RESPONSE_LENGTH", defaults.max_response_length, minimum=1)
-    total_steps = _int(env, "TOTAL_STEPS", 100, minimum=1)
+    rollout_n = _int(env, "ROLLOUT_N", reg.rollout_n, minimum=2)
+    max_response = _int(env, "MAX_RESPONSE_LENGTH", choice.max_response_length, minimum=1)
+    total_steps = _int(env, "TOTAL_STEPS", reg.total_steps, minimum=1)
     val_n = _int(env, "VAL_N", 1, minimum=1)
     gpus = _int(env, "GPUS_PER_NODE", 8, minimum=1)
     nnodes = _int(env, "NNODES", 1, minimum=1)
-    rollout_tp = _int(env, "ROLLOUT_TP", defaults.rollout_tp, minimum=1)
+    rollout_tp = _int(env, "ROLLOUT_TP", choice.rollout_tp, minimum=1)
     # Tokens per GPU micro-batch: verl recipe, raised to hold one whole sequence when the response limit is raised.
-    token_len = _int(env, "MAX_TOKEN_LEN_PER_GPU", max(24576, 1024 + max_response), minimum=1)
-    algorithm = algo_overrides(algo)  # fails early with the list of names
+    token_len = _int(env, "MAX_TOKEN_LEN_PER_GPU", max(24576, reg.max_prompt_length + max_response), minimum=1)
+    # λ-GRPO's λ: the launch's defaults (plugin defaults, bounds ±5) unless LAMBDA_* say otherwise.
+    launch_lambda = dataclasses.replace(
+        LAUNCH_LAMBDA_GRPO,
+        lr=_float(env, "LAMBDA_LR", LAUNCH_LAMBDA_GRPO.lr),
+        init=_float(env, "LAMBDA_INIT", LAUNCH_LAMBDA_GRPO.init),
+        min=_float(env, "LAMBDA_MIN", LAUNCH_LAMBDA_GRPO.min, allow_none=True),
+        max=_float(env, "LAMBDA_MAX", LAUNCH_LAMBDA_GRPO.max, allow_none=True),
+    )
+    launch_lambda.validate()  # a bad LAMBDA_* fails here, naming the option
 
-    name = f"{model_tag(model)}-{algo}-{train}" + (f"-{prompt}" if prompt != DEFAULT_PROMPT else "") + f"-s{seed}"
+    name = f"{model_tag(model)}-{algo}-{train}" + (f"-{prompt}" if prompt != choice.prompt else "")
+    if active_methods(algo)["lambda_grpo"]:  # λ's settings when not the launch's: runs of a sweep get their own folders
+        for option in ("lr", "init", "min", "max"):
+            value = getattr(launch_lambda, option)
+            if value != getattr(LAUNCH_LAMBDA_GRPO, option):
+                name += f"-lam{option}{'none' if value is None else f'{value:g}'}"
+    name += (f"-paper_{paper}" if paper != DEFAULT_PAPER else "") + f"-s{seed}"
     experiment = _env(env, "EXPERIMENT", f"cpu-{name}" if cpu else name)
     out_dir = _absolute(_env(env, "OUT_DIR", str(Path(_env(env, "OUT_ROOT", "outputs")) / experiment)))
     fixture_data = cpu and not env.get("DATA_DIR")  # CPU=1 without DATA_DIR: the fixture rows, never a given dir
     data_dir = out_dir / "data" if fixture_data else _absolute(_env(env, "DATA_DIR", "~/data/verl_lambda"))
 
     data = [
-        *data_overrides(data_dir, train, evals, prompt),  # README.md ("Reproduce the papers") explains the choice
-        "data.train_batch_size=1024",  # prompts per step: verl recipe; SimpleRL-Zoo's command too
-        "data.max_prompt_length=1024",  # verl recipe
-        # Zero RL lengthens responses; a cap they hit would confound the length effects λ-GRPO and DAPO act on.
-        # The share that hits it is logged every step as response_length/clip_ratio (the report prints it).
+        *data_overrides(data_dir, train, evals, prompt),  # the regime's (docs/reproduce/settings.md)
+        f"data.train_batch_size={reg.train_batch_size}",  # prompts per step: verl recipe; SimpleRL-Zoo's command too
+        f"data.max_prompt_length={reg.max_prompt_length}",  # verl recipe
+        # λ-GRPO regime: zero RL lengthens responses; a cap they hit would confound the length effects λ-GRPO and DAPO
+        # act on. GRPO-λ regime: the paper's caps. The share that hits the cap is logged every step as
+        # response_length/clip_ratio (the report prints it).
         f"data.max_response_length={max_response}",
         "data.filter_overlong_prompts=True",  # verl recipe
         "data.truncation=error",  # verl recipe
@@ -267,20 +414,22 @@ def train_launch(size: str, env: Mapping[str, str], extra: Sequence[str] = ()) -
         "actor_rollout_ref.model.enable_gradient_checkpointing=True",  # verl recipe (memory only)
     ]
     actor = [
-        "actor_rollout_ref.actor.optim.lr=1e-6",  # verl recipe
-        "actor_rollout_ref.actor.ppo_mini_batch_size=256",  # verl recipe: 4 policy updates per step
+        f"actor_rollout_ref.actor.optim.lr={reg.actor_lr}",  # verl recipe (constant: verl's default schedule)
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={reg.ppo_mini_batch_size}",  # verl recipe: 4 updates per step
         "actor_rollout_ref.actor.use_kl_loss=True",  # verl recipe (GRPO's KL term in the loss)
-        "actor_rollout_ref.actor.kl_loss_coef=0.001",  # verl recipe (SimpleRL-Zoo: 1e-4 for <= 14B)
-        "actor_rollout_ref.actor.kl_loss_type=low_var_kl",  # verl recipe
-        "actor_rollout_ref.actor.entropy_coeff=0",  # verl recipe (SimpleRL-Zoo: 0.001)
+        f"actor_rollout_ref.actor.kl_loss_coef={reg.kl_loss_coef}",  # verl recipe (SimpleRL-Zoo: 1e-4 for <= 14B)
+        f"actor_rollout_ref.actor.kl_loss_type={reg.kl_loss_type}",  # verl recipe
+        f"actor_rollout_ref.actor.entropy_coeff={reg.entropy_coeff:g}",  # verl recipe (SimpleRL-Zoo: 0.001)
         "actor_rollout_ref.actor.use_dynamic_bsz=True",  # verl recipe (packing; the loss is unchanged)
         f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={token_len}",  # memory only
         "actor_rollout_ref.actor.fsdp_config.param_offload=False",  # verl recipe
         "actor_rollout_ref.actor.fsdp_config.optimizer_offload=False",  # verl recipe
         f"actor_rollout_ref.actor.data_loader_seed={seed}",  # mini-batch shuffling within a step
-        # The methods' own settings are the plugin's defaults (README, configuration reference): λ-GRPO r=1/9
-        # (paper), λ learnable from 0 with Adam, lr 0.01 (ours: not published); GRPO-λ λ=0.99, γ=1, negative-
-        # advantage clamp -0.1 (paper). Clip ratio 0.2: verl's default, GRPO's (DAPO's 0.2/0.28 comes with ALGO).
+        # Every option of both methods, so that the config and the record carry them: λ-GRPO's are the plugin's
+        # defaults (r = 1/9: paper; λ learnable from 0 with Adam, lr 0.01: ours) with bounds ±5 and LAMBDA_*;
+        # GRPO-λ's the plugin's defaults (λ = 0.99, clamp -0.1: paper; γ = 1: ours). The preset (ALGO) comes after
+        # and sets what its method changes (trace style, variant, clamp, signal). Clip ratio 0.2: verl's default.
+        *method_option_overrides(launch_lambda, LAUNCH_GRPO_LAMBDA),
     ]
     rollout = [
         "actor_rollout_ref.rollout.name=vllm",  # verl's hybrid engine: vLLM rollout, FSDP actor
@@ -311,7 +460,7 @@ def train_launch(size: str, env: Mapping[str, str], extra: Sequence[str] = ()) -
     logger_args, logger_env, wandb = _logging(env, out_dir, default_wandb=not cpu)
     file_args, file_env = _file_logger(out_dir)
     trainer = [
-        *algorithm,  # the method: verl_lambda/presets.py
+        *algo_overrides(algo),  # the method: verl_lambda/presets.py
         "algorithm.use_kl_in_reward=False",  # verl recipe
         # A fixed step budget (SimpleRL-Zoo trains about 100 steps), not epochs, whose length depends on the set.
         f"trainer.total_training_steps={total_steps}",
@@ -359,8 +508,24 @@ def train_launch(size: str, env: Mapping[str, str], extra: Sequence[str] = ()) -
                     lambda: _build_fixture_data(data_dir, train, evals, prompt),
                 )
             )
-    overrides += list(extra)
+    overrides += _forced(extra, overrides)
+    lambda_grpo, grpo_lambda = method_options(overrides)  # what the config will hold, validated
+    batch = last_values(overrides, ["data.train_batch_size", "actor_rollout_ref.actor.ppo_mini_batch_size"])
+    steps_run = _int(env, "STEPS", 2) if cpu else total_steps
+    updates = steps_run * max(
+        int(batch["data.train_batch_size"]) // int(batch["actor_rollout_ref.actor.ppo_mini_batch_size"]), 1
+    )
+    regime_defaults = {
+        "MODEL_PATH": choice.model, "TRAIN": reg.train_set, "EVAL": ",".join(reg.benchmarks), "PROMPT": choice.prompt,
+        "CHECKER": DEFAULT_CHECKER, "ROLLOUT_N": str(reg.rollout_n),
+        "MAX_RESPONSE_LENGTH": str(choice.max_response_length), "TOTAL_STEPS": str(reg.total_steps),
+    }  # fmt: skip
+    resolved = {
+        "MODEL_PATH": model, "TRAIN": train, "EVAL": evals, "PROMPT": prompt, "CHECKER": checker,
+        "ROLLOUT_N": str(rollout_n), "MAX_RESPONSE_LENGTH": str(max_response), "TOTAL_STEPS": str(total_steps),
+    }  # fmt: skip
     settings = {
+        "paper": paper,
         "model": "tiny (CPU backend)" if cpu else model,
         "algo": algo,
         "train": train,
@@ -369,16 +534,21 @@ def train_launch(size: str, env: Mapping[str, str], extra: Sequence[str] = ()) -
         "checker": checker,
         "rollout_n": 4 if cpu else rollout_n,
         "max_response_length": 32 if cpu else max_response,
-        "total_steps": _int(env, "STEPS", 2) if cpu else total_steps,
+        "total_steps": steps_run,
         "val_n": val_n,
         "cpu": cpu,
         "extra_overrides": list(extra),
         "seed": seed,
+        "regime_changes": _regime_changes(resolved, regime_defaults, extra),
+        "method_active": active_methods(algo),
+        "method_options": options_record(lambda_grpo, grpo_lambda),
+        "lambda_updates": updates,
     }
     record = {
         "kind": "train",
         "experiment": experiment,
         "size": size,
+        "algo_requested": requested,
         "settings": settings,
         "data_dir": str(data_dir),
         "gpus_per_node": gpus,
@@ -386,8 +556,27 @@ def train_launch(size: str, env: Mapping[str, str], extra: Sequence[str] = ()) -
         "rollout_tp": rollout_tp,
         "max_token_len_per_gpu": token_len,
         "wandb": wandb,
+        "config_file": CONFIG_FILE,
     }
     return Launch("train", overrides, launch_env, out_dir, record, steps)
+
+
+def notes(launch: Launch) -> list[str]:
+    """What a user should know before this launch runs (printed at start, dry run included)."""
+    settings = launch.record["settings"]
+    if launch.kind != "train":
+        return []
+    lines = describe_methods(launch.record)
+    requested = launch.record.get("algo_requested", settings["algo"])
+    if requested in ALIASES:
+        lines.append(f"ALGO={requested} is the preset {ALIASES[requested]}")
+    reg = REGIMES[settings["paper"]]
+    if settings["algo"] not in reg.algos:
+        lines.append(
+            f"ALGO={settings['algo']} is not in PAPER={reg.paper}'s comparison ({', '.join(reg.algos)})"
+            + ("; the λ-GRPO paper's DAPO is dapo_token_mean" if settings["algo"] == "dapo_clip_higher" else "")
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -489,17 +678,21 @@ def eval_launch(target: str, env: Mapping[str, str], extra: Sequence[str] = ()) 
     run = resolved.run or {}
     run_settings = run.get("settings", {})
     cpu = _env(env, "CPU", str(int(bool(run_settings.get("cpu", False))))) == "1"
+    # The regime's evaluation: the run's paper (run.json), else PAPER (a Hugging Face model), else λ-GRPO's.
+    paper = _env(env, "PAPER", run_settings.get("paper", DEFAULT_PAPER))
+    reg = regime(paper)
     greedy = _env(env, "GREEDY", "0") == "1"
-    temperature = float(_env(env, "TEMPERATURE", "1.0"))
-    top_p = float(_env(env, "TOP_P", "0.95"))
-    n_small = 1 if greedy else _int(env, "N_SMALL", 32, minimum=1)
-    n_large = 1 if greedy else _int(env, "N_LARGE", 4, minimum=1)
-    max_response = _int(env, "MAX_RESPONSE_LENGTH", 16384, minimum=1)
+    temperature = float(_env(env, "TEMPERATURE", str(reg.eval_temperature)))
+    top_p = float(_env(env, "TOP_P", str(reg.eval_top_p)))
+    n_small = 1 if greedy else _int(env, "N_SMALL", reg.eval_n_small, minimum=1)
+    n_large = 1 if greedy else _int(env, "N_LARGE", reg.eval_n_large, minimum=1)
+    max_response = _int(env, "MAX_RESPONSE_LENGTH", reg.eval_max_response_length, minimum=1)
     if cpu:
         max_response = min(max_response, 32)  # the tiny model has 512 positions
-    evals = _env(env, "EVAL", run_settings.get("eval", "all"))
+    evals = _env(env, "EVAL", run_settings.get("eval", ",".join(reg.benchmarks)))
     small = set(resolve_names(_env(env, "SMALL", "aime24,amc23"), list(EVAL_SPECS), "benchmark"))
-    prompt = _env(env, "PROMPT", run_settings.get("prompt", DEFAULT_PROMPT))
+    size_prompts = {c.model: c.prompt for c in reg.sizes.values()}
+    prompt = _env(env, "PROMPT", run_settings.get("prompt", size_prompts.get(resolved.model, DEFAULT_PROMPT)))
     checker = _env(env, "CHECKER", run_settings.get("checker", DEFAULT_CHECKER))
     if checker not in CHECKERS:
         raise ValueError(f"CHECKER must be one of {list(CHECKERS)}, got {checker!r}")
@@ -527,7 +720,7 @@ def eval_launch(target: str, env: Mapping[str, str], extra: Sequence[str] = ()) 
         "data.val_files=[" + ",".join(f"'{f}'" for f in files) + "]",
         f"data.train_batch_size={world}",  # the smallest batch verl's config checks accept; nothing is trained
         "data.max_prompt_length=1024",
-        f"data.max_response_length={max_response}",  # longer than training: papers evaluate with 16K-32K tokens
+        f"data.max_response_length={max_response}",  # the regime's: longer than its training caps
         "data.filter_overlong_prompts=True",
         "data.truncation=error",
     ]
@@ -606,6 +799,7 @@ def eval_launch(target: str, env: Mapping[str, str], extra: Sequence[str] = ()) 
         "step": resolved.step,
         "run": run or None,
         "settings": {
+            "paper": paper,
             "model": run_settings.get("model", resolved.model),  # what was trained from (a run) or evaluated
             "greedy": greedy,
             "temperature": None if greedy else temperature,
@@ -618,6 +812,7 @@ def eval_launch(target: str, env: Mapping[str, str], extra: Sequence[str] = ()) 
             "eval_overrides": list(extra),  # not "extra_overrides": the run's own are part of what it is
         },
         "tag": tag,
+        "config_file": CONFIG_FILE,
     }
     return Launch("eval", overrides, launch_env, out_dir, record, steps)
 
@@ -644,9 +839,36 @@ def _write_record(launch: Launch) -> None:
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
+def _write_config(launch: Launch) -> None:
+    """``resolved_config.yaml``: verl's config of this launch, composed, validated and resolved as main_ppo does
+    (every option of both methods included), written before anything starts. A different earlier one is kept."""
+    from omegaconf import OmegaConf
+
+    from verl_lambda.reproduce.compose import RUN_HEADER, compose, to_yaml
+
+    config = compose(launch.overrides)
+    if launch.kind == "train":  # the record states what verl's config holds
+        groups = {"lambda_grpo": LAMBDA_GRPO_KEY, "grpo_lambda": GRPO_LAMBDA_KEY}
+        for name, key in groups.items():
+            held = OmegaConf.to_container(OmegaConf.select(config, key), resolve=True)
+            recorded = {k: v for k, v in launch.record["settings"]["method_options"][name].items() if k != "kappa"}
+            if held != recorded:
+                raise ValueError(f"{key} in the composed config {held} differs from the launch's record {recorded}")
+    path = launch.out_dir / CONFIG_FILE
+    text = to_yaml(config, header=RUN_HEADER, comments=notes(launch))
+    if path.exists() and path.read_text() != text:
+        kept = path.with_name(f"{path.stem}.{_stamp()}.yaml")
+        path.rename(kept)
+        print(f"{TAG} {launch.out_dir} held another config; it is now {kept}", file=sys.stderr)
+    path.write_text(text)
+
+
 def run(launch: Launch, dry_run: bool, python: str = sys.executable) -> int:
-    """Print and validate the config (``dry_run``), or prepare the run and ``exec`` main_ppo (does not return)."""
+    """Print and validate the config (``dry_run``), or prepare the run, write its resolved config and record, and
+    ``exec`` main_ppo (does not return)."""
     command = [python, "-m", "verl.trainer.main_ppo", *launch.overrides]
+    for line in notes(launch):  # the method's options, λ's reach, alias and regime notes: at every start
+        print(f"{TAG} {line}", file=sys.stderr)
     if dry_run:
         from verl_lambda.reproduce.compose import dry_run as print_config
         from verl_lambda.reproduce.verify import INSTALL_HINT, require_math_verify
@@ -660,7 +882,7 @@ def run(launch: Launch, dry_run: bool, python: str = sys.executable) -> int:
             print(f"{TAG} DRY_RUN: would {description}", file=sys.stderr)
         os.environ.update(launch.env)  # e.g. VERL_PLATFORM=cpu, read when verl is imported; this process ends here
         print(f"{TAG} DRY_RUN: {shlex.join(command)}", file=sys.stderr)
-        return print_config(launch.overrides)
+        return print_config(launch.overrides, comments=notes(launch))
     if launch.record["settings"]["checker"] == "math_verify":
         from verl_lambda.reproduce.verify import require_math_verify
 
@@ -669,11 +891,15 @@ def run(launch: Launch, dry_run: bool, python: str = sys.executable) -> int:
     for description, step in launch.steps:
         print(f"{TAG} {description}", file=sys.stderr)
         step()
+    os.environ.update(launch.env)  # e.g. VERL_PLATFORM=cpu, read when verl is imported; main_ppo gets it too
+    _write_config(launch)  # composed and validated here: a bad setting stops before Ray starts
     metrics = launch.out_dir / "metrics.jsonl"
     if metrics.exists() and metrics.stat().st_size > 0:  # verl's file logger truncates it: keep the earlier segment
         metrics.rename(launch.out_dir / f"metrics.{_stamp()}.jsonl")
     _write_record(launch)
-    print(f"{TAG} {launch.kind}: output in {launch.out_dir}", file=sys.stderr)
+    print(
+        f"{TAG} {launch.kind}: output in {launch.out_dir} ({CONFIG_FILE}, {_record_file(launch).name})", file=sys.stderr
+    )
     print(f"{TAG} {shlex.join(command)}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -719,6 +945,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return run(launch, dry_run=_env(env, "DRY_RUN", "0") == "1", python=_env(env, "PYTHON", sys.executable))
     except ImportError as exc:  # Math-Verify missing on this node: say how to install it, before Ray starts
         print(f"{TAG} {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the config does not compose or validate: stop before Ray starts
+        print(f"{TAG} the launch would stop with {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
 
 

@@ -1,7 +1,10 @@
-"""Published numbers the report prints next to ours, each with the text it was read from.
+"""Published numbers the report prints next to ours, each with the text it was read from and the regime it holds in.
 
 Only numbers we could trace to a text we read are here; where a paper's absolute numbers were not in the text we
-could read (both papers' result tables), only what the abstract states is listed.
+could read (both papers' result tables), only what the abstract states is listed. A paper's gain holds in that
+paper's regime (``PAPER=`` of the launchers, :mod:`verl_lambda.reproduce.regimes`): its models, response caps and
+benchmarks. The report prints it only next to a row run in that regime, and says "not this paper's regime"
+otherwise.
 
 Layer 7 (applications).
 """
@@ -10,32 +13,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from verl_lambda.reproduce.regimes import GRPO_LAMBDA, LAMBDA_GRPO, REGIMES
+
 LAMBDA_GRPO_ABSTRACT = "λ-GRPO paper (arXiv 2510.06870), abstract"
 GRPO_LAMBDA_ABSTRACT = "GRPO-λ paper (arXiv 2510.00194), abstract"
 SIMPLERL_ZOO_README = "SimpleRL-Zoo README (github.com/hkust-nlp/simpleRL-reason, 'Main Results')"
+# The presets the GRPO-λ paper's numbers may speak for: which trace style and variant its headline numbers use is
+# not stated in the text we could read.
+GRPO_LAMBDA_METHODS = ("grpo_lambda", "grpo_lambda_both", "grpo_lambda_eps_weight", "grpo_lambda_both_eps_weight")
 
 
 @dataclass(frozen=True)
 class PublishedDelta:
-    """A published average improvement of ``algo`` over ``baseline``."""
+    """A published average improvement of ``algos`` over ``baseline``, in ``paper``'s regime."""
 
-    algo: str
+    paper: str  # the regime (PAPER) the number was measured in
+    algos: tuple[str, ...]  # the presets it speaks for
     baseline: str
-    model: str | None  # a model tag (verl_lambda.reproduce.launch.model_tag), None: every size the paper trains
+    model: str | None  # a model tag (verl_lambda.reproduce.launch.model_tag); None: every model of the regime
     text: str  # the value as the paper states it
     benchmarks: str
     source: str
 
+    @property
+    def algo(self) -> str:
+        return self.algos[0]
 
-_LAMBDA_GRPO_BENCHMARKS = "8 benchmarks (6 identified)"
+
+_LAMBDA_GRPO_BENCHMARKS = "8 benchmarks (4 named: GSM8K, MATH500, AIME24, Minerva)"
 _GRPO_LAMBDA_BENCHMARKS = "AIME24, MATH500, OlympiadBench, Minerva, AMC"
 PUBLISHED_DELTAS: tuple[PublishedDelta, ...] = (
-    PublishedDelta("lambda_grpo", "grpo", "qwen2.5-1.5b", "+1.9", _LAMBDA_GRPO_BENCHMARKS, LAMBDA_GRPO_ABSTRACT),
-    PublishedDelta("lambda_grpo", "grpo", "qwen2.5-3b", "+1.0", _LAMBDA_GRPO_BENCHMARKS, LAMBDA_GRPO_ABSTRACT),
-    PublishedDelta("lambda_grpo", "grpo", "qwen2.5-7b", "+1.7", _LAMBDA_GRPO_BENCHMARKS, LAMBDA_GRPO_ABSTRACT),
-    PublishedDelta("grpo_lambda", "grpo", None, "> +3 (1.5B to 7B)", _GRPO_LAMBDA_BENCHMARKS, GRPO_LAMBDA_ABSTRACT),
-    PublishedDelta("grpo_lambda", "grpo", "qwen2.5-7b", "+4.5 (7B)", _GRPO_LAMBDA_BENCHMARKS, GRPO_LAMBDA_ABSTRACT),
-)
+    PublishedDelta(LAMBDA_GRPO, ("lambda_grpo",), "grpo", "qwen2.5-1.5b", "+1.9", _LAMBDA_GRPO_BENCHMARKS,
+                   LAMBDA_GRPO_ABSTRACT),
+    PublishedDelta(LAMBDA_GRPO, ("lambda_grpo",), "grpo", "qwen2.5-3b", "+1.0", _LAMBDA_GRPO_BENCHMARKS,
+                   LAMBDA_GRPO_ABSTRACT),
+    PublishedDelta(LAMBDA_GRPO, ("lambda_grpo",), "grpo", "qwen2.5-7b", "+1.7", _LAMBDA_GRPO_BENCHMARKS,
+                   LAMBDA_GRPO_ABSTRACT),
+    PublishedDelta(LAMBDA_GRPO, ("lambda_grpo",), "dapo_token_mean", None, "a gain (size not stated)",
+                   _LAMBDA_GRPO_BENCHMARKS, LAMBDA_GRPO_ABSTRACT),
+    PublishedDelta(GRPO_LAMBDA, GRPO_LAMBDA_METHODS, "grpo", None, "> +3 (average over its models)",
+                   _GRPO_LAMBDA_BENCHMARKS, GRPO_LAMBDA_ABSTRACT),
+    PublishedDelta(GRPO_LAMBDA, GRPO_LAMBDA_METHODS, "grpo", "deepseek-r1-distill-qwen-7b", "+4.5 (7B)",
+                   _GRPO_LAMBDA_BENCHMARKS, GRPO_LAMBDA_ABSTRACT),
+)  # fmt: skip
+PAPER_TITLES = {name: r.title for name, r in REGIMES.items()}
 
 # SimpleRL-Zoo's table, in %: GSM8K, MATH500, Minerva, OlympiadBench, AIME24 (pass@1), AIME24 (avg@32), AMC23, Avg.
 # "For AIME24 (Pass@1) and other benchmarks, baselines use greedy decoding, and models with 'zero RL training' use
@@ -73,9 +94,20 @@ SIMPLERL_ZOO_ROWS: dict[str, dict[str, tuple[float, ...]]] = {
 }
 
 
-def deltas_for(algo: str, baseline: str, model: str) -> list[PublishedDelta]:
-    """The published improvements of ``algo`` over ``baseline`` that apply to ``model`` (a model tag)."""
-    return [d for d in PUBLISHED_DELTAS if (d.algo, d.baseline) == (algo, baseline) and d.model in (None, model)]
+def deltas_for(algo: str, baseline: str, model: str | None = None) -> list[PublishedDelta]:
+    """The published improvements of ``algo`` over ``baseline`` (for ``model``, a model tag, when given)."""
+    return [
+        d
+        for d in PUBLISHED_DELTAS
+        if algo in d.algos and d.baseline == baseline and (model is None or d.model in (None, model))
+    ]
+
+
+def regime_models(paper: str) -> set[str]:
+    """The model tags of ``paper``'s regime."""
+    from verl_lambda.reproduce.launch import model_tag
+
+    return {model_tag(choice.model) for choice in REGIMES[paper].sizes.values()}
 
 
 def simplerl_zoo_rows(model: str) -> dict[str, dict[str, float]]:

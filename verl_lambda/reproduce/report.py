@@ -15,7 +15,13 @@ our reward's ``acc``, ``acc_strict``, ``acc_math_verify`` and ``problem``). A tr
 directly is a run too (labelled ``LABEL=`` or by its name). Directories are searched recursively.
 
 **Rows.** Results that differ only in their seed are one row, labelled by the run name without ``-s<seed>``
-(``qwen2.5-7b-grpo-math``), one row per kind (training-time validation, each evaluation setting). A row shows, per
+(``qwen2.5-7b-grpo-math``), one row per kind (training-time validation, each evaluation setting). "Differ only in
+their seed" is checked on everything a run recorded: ``run.json``'s settings and, when the launcher wrote it, the
+resolved verl config of ``resolved_config.yaml`` (every option of both methods included; for an evaluation, the
+evaluation's config and its training run's). Seeds, paths, run and experiment names and logger settings may differ
+(:data:`IGNORED_SETTINGS`), and so may the options of a method the run does not use; results that share a label but
+differ in anything else are never merged: each gets its own row, labelled with the differing keys, and a note names
+every differing key (``--ignore-setting REGEX`` lets more keys differ, e.g. ``trainer\.nnodes``). A row shows, per
 benchmark and for the unweighted average over the benchmarks shown (as the papers average), the mean ± sample
 standard deviation over its seeds, in %. A seed's benchmark score is the mean over the benchmark's problems of the
 problem's mean over its samples (avg@k), from the dumps; without dumps, verl's logged ``mean@N`` (the same number).
@@ -30,8 +36,13 @@ data order and rollout seed); the average is the mean over benchmarks. The 95% i
 (:func:`paired_bootstrap`): each replicate resamples the paired seeds, and the problems of each benchmark, with
 replacement. It needs the per-problem dumps.
 
+**Published numbers.** A paper's published gain (:mod:`verl_lambda.reproduce.published`) is printed next to a
+difference only when both rows were run in that paper's regime (``PAPER=`` of the launchers, recorded in
+``run.json``), with one of its models and no regime-changing setting; otherwise the row says "not this paper's
+regime" and why.
+
 **Also printed:** the number of problems scored per benchmark (from the dumps; fewer than the benchmark has is
-flagged), and the published numbers of :mod:`verl_lambda.reproduce.published` for the models in the table.
+flagged), and SimpleRL-Zoo's published rows for the models in the table.
 
 Layer 7 (applications).
 """
@@ -61,8 +72,23 @@ SIZES = {spec.data_source: spec.size for spec in EVAL_SPECS.values()}
 ORDER = [spec.data_source for spec in EVAL_SPECS.values()]
 _VAL = re.compile(r"^val-(?:core|aux)/(?P<source>.+)/(?P<metric>acc(?:_strict|_math_verify)?)/mean@(?P<n>\d+)$")
 _SEED = re.compile(r"^(?P<name>.+)-s(?P<seed>\d+)$")
-# Settings that do not make two results different rows.
-_NOT_GROUPING = {"seed", "cpu"}
+CONFIG_FILE = "resolved_config.yaml"
+# Recorded settings that may differ within a row (keys of the flattened settings; "eval:" prefixes an evaluation's
+# own config): seeds, paths, run and experiment names, logger settings.
+IGNORED_SETTINGS: tuple[str, ...] = (
+    r"(^|[.:])seed$",  # SEED, data.seed, actor_rollout_ref.rollout.seed
+    r"(^|[.:])data_loader_seed$",
+    r"^cpu$",
+    r"^(eval:)?trainer\.(default_local_dir|validation_data_dir|rollout_data_dir|default_hdfs_dir)$",
+    r"^(eval:)?trainer\.(experiment_name|project_name)$",
+    r"^(eval:)?trainer\.(logger|log_val_generations)$",
+    r"wandb",
+    r"^(eval:)?ray_kwargs\.ray_init\.runtime_env\.env_vars\.",
+    r"^(eval:)?hydra\.",
+    r"^eval:actor_rollout_ref\.model\.path$",  # each seed's merged checkpoint (the model is the run's)
+    r"^(eval_)?overrides$",
+)
+_FILE_KEYS = re.compile(r"^(eval:)?data\.(train|val)_files$")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -151,6 +177,22 @@ class Result:
     settings: dict[str, Any]
     metrics: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> every metric logged at that step
     checkpoint_step: int | None = None  # eval: the evaluated checkpoint's step
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved verl config(s), flattened; {} if none
+
+    def recorded(self, ignore: Sequence[str] = ()) -> dict[str, Any]:
+        """Everything this result recorded that must be equal within a row: settings and config, flattened, without
+        :data:`IGNORED_SETTINGS` and ``ignore`` (regular expressions); with a config, the extra overrides are in it."""
+        settings = dict(self.settings)
+        if self.config:
+            settings.pop("extra_overrides", None)
+        flat = {**flatten(settings), **self.config}
+        patterns = [re.compile(p) for p in (*IGNORED_SETTINGS, *ignore)]
+        unused = _unused_options(self.settings.get("method_active") or {})
+        return {
+            k: v
+            for k, v in flat.items()
+            if not any(p.search(k) for p in patterns) and not k.split(":", 1)[-1].startswith(unused)
+        }
 
     @property
     def validated_steps(self) -> list[int]:
@@ -212,6 +254,66 @@ def scores_from_dump(path: Path, metric: str, step: int) -> Scores | None:
     return Scores(step, accuracy, samples, problems)
 
 
+_OPTION_KEYS = {
+    "lambda_grpo": ("method_options.lambda_grpo.", "actor_rollout_ref.actor.lambda_grpo."),
+    "grpo_lambda": ("method_options.grpo_lambda.", "actor_rollout_ref.actor.policy_loss.grpo_lambda."),
+}
+
+
+def _unused_options(active: Mapping[str, bool]) -> tuple[str, ...]:
+    """Key prefixes of the options of a method the run does not use (recorded, but nothing depends on them)."""
+    return tuple(
+        prefix for method, prefixes in _OPTION_KEYS.items() if active.get(method) is False for prefix in prefixes
+    )
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``{"a.b.c": leaf}`` (lists stay leaves)."""
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value} if prefix else {}
+
+
+def _relative(value: Any, roots: Sequence[Path]) -> Any:
+    """Paths under a result's own folders written relative to them (each seed has its own folder)."""
+    if isinstance(value, str):
+        for root in roots:
+            if value.startswith(str(root) + "/") or value == str(root):
+                return "<run>" + value[len(str(root)) :]
+        return value
+    if isinstance(value, list):
+        return [_relative(v, roots) for v in value]
+    return value
+
+
+def _file_names(value: Any) -> Any:
+    """Data files by their last two path components (a data folder is a path: it may differ between machines)."""
+    if isinstance(value, str):
+        return "/".join(Path(value).parts[-2:])
+    if isinstance(value, list):
+        return [_file_names(v) for v in value]
+    return value
+
+
+def load_config(folder: Path, prefix: str = "", roots: Sequence[Path] = ()) -> dict[str, Any]:
+    """``folder/resolved_config.yaml`` flattened, keys prefixed with ``prefix``; {} when there is none."""
+    path = folder / CONFIG_FILE
+    if not path.exists():
+        return {}
+    import yaml
+
+    flat = flatten(yaml.safe_load(path.read_text()) or {})
+    roots = [folder.resolve(), *(r.resolve() for r in roots)]
+    out = {}
+    for key, value in flat.items():
+        name = prefix + key
+        out[name] = _file_names(value) if _FILE_KEYS.match(name) else _relative(value, roots)
+    return out
+
+
 def _load_metrics(files: Iterable[Path]) -> dict[int, dict[str, Any]]:
     """Merge file-logger files of one result, oldest first (a resumed run's later segment wins shared steps)."""
     merged: dict[int, dict[str, Any]] = {}
@@ -244,11 +346,15 @@ def load_result(path: Path, label: str | None = None) -> Result:
         settings = {**{k: v for k, v in run_settings.items() if k not in ("prompt", "checker")}, **record["settings"]}
         settings["eval"] = record.get("tag", "")
         label = f"{base} [{settings['eval']}]" if settings["eval"] else base
-        return Result(path, "eval", label, seed, settings, _load_metrics(files), record.get("step"))
+        run_dir = Path(record["run_dir"]) if record.get("run_dir") else None
+        config = load_config(path, "eval:", [run_dir] if run_dir else [])
+        if run_dir is not None and run_dir.is_dir():
+            config.update(load_config(run_dir))  # the training run's config: what was trained
+        return Result(path, "eval", label, seed, settings, _load_metrics(files), record.get("step"), config)
     run = json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
     settings = dict(run.get("settings", {}))
     base, seed = _label_and_seed(label or run.get("experiment") or path.name, settings.get("seed"))
-    return Result(path, "train", base, seed, settings, _load_metrics(files))
+    return Result(path, "train", base, seed, settings, _load_metrics(files), config=load_config(path))
 
 
 def collect(arguments: Sequence[str]) -> list[Result]:
@@ -296,12 +402,36 @@ class Row:
     def algo(self) -> str | None:
         return self.settings.get("algo")
 
-    def key_without(self, *names: str) -> str:
-        kept = {k: v for k, v in self.settings.items() if k not in names}
+    def key_without(self, *names: str, method: bool = False) -> str:
+        """The row's settings as a key, without ``names`` (and without every method key when ``method``)."""
+        kept = {k: v for k, v in self.settings.items() if k not in names and not (method and is_method_key(k))}
         return json.dumps({"kind": self.kind, **kept}, sort_keys=True, default=str)
 
     def problems(self, source: str) -> list[int]:
         return [len(s.problems.get(source, {})) for _, s in self.members if s.problems]
+
+
+_METHOD_PREFIXES = (
+    "method_options.",
+    "method_active.",
+    "actor_rollout_ref.actor.lambda_grpo.",
+    "actor_rollout_ref.actor.policy_loss.",
+)
+
+
+def is_method_key(key: str) -> bool:
+    """A recorded key in which a method's run may differ from its baseline's: the preset and both methods' options."""
+    from verl_lambda.presets import method_keys
+
+    bare = key.split(":", 1)[-1]
+    return bare == "algo" or bare.startswith(_METHOD_PREFIXES) or bare in method_keys()
+
+
+def differing_keys(settings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The keys whose values are not the same in every one of ``settings`` (a key some lack counts)."""
+    keys = sorted({k for s in settings for k in s})
+    missing = object()
+    return [k for k in keys if len({json.dumps(s.get(k, missing), default=repr) for s in settings}) > 1]
 
 
 def _step_order(step: int | None) -> tuple[bool, int]:
@@ -318,9 +448,15 @@ def _chosen_step(result: Result, step: str) -> int | None:
 
 
 def build_rows(
-    results: Sequence[Result], step: str = "last", metric: str = "acc", columns: Sequence[str] | None = None
+    results: Sequence[Result],
+    step: str = "last",
+    metric: str = "acc",
+    columns: Sequence[str] | None = None,
+    ignore: Sequence[str] = (),
 ) -> tuple[list[str], list[Row], list[str]]:
-    """``(columns, rows, warnings)``: rows group results that differ only in their seed."""
+    """``(columns, rows, warnings)``: rows group results that differ only in their seed (and in the settings of
+    :data:`IGNORED_SETTINGS` and ``ignore``); results with the same label whose other recorded settings differ are
+    refused one row: a warning names every differing key."""
     warnings: list[str] = []
     groups: dict[str, list[tuple[Result, Scores]]] = {}
     labels: dict[str, tuple[str, str, dict[str, Any]]] = {}
@@ -330,7 +466,7 @@ def build_rows(
         if scores is None or not scores.accuracy:
             warnings.append(f"{result.path}: no {metric} validation at step {step}; left out")
             continue
-        settings = {k: v for k, v in result.settings.items() if k not in _NOT_GROUPING}
+        settings = result.recorded(ignore)
         key = json.dumps([result.kind, result.label, settings], sort_keys=True, default=str)
         members = groups.setdefault(key, [])
         if any(r.seed == result.seed for r, _ in members):
@@ -365,6 +501,7 @@ def build_rows(
             )
         )  # fmt: skip
     rows.sort(key=lambda r: (r.kind, r.label, json.dumps(r.settings, sort_keys=True, default=str)))
+    warnings += refused_merges(rows)
     _disambiguate(rows)
     steps_seen = {tuple(r.steps) for r in rows}
     if len(steps_seen) > 1:
@@ -377,18 +514,40 @@ def build_rows(
     return chosen, rows, warnings
 
 
-def _disambiguate(rows: list[Row]) -> None:
-    """Rows that share a label but differ in settings get the differing settings appended to the label."""
+def _same_label(rows: Sequence[Row]) -> list[list[Row]]:
     by_label: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in rows:
         by_label[(r.kind, r.label)].append(r)
-    for same in by_label.values():
-        if len(same) < 2:
-            continue
-        keys = sorted({k for r in same for k in r.settings})
-        differing = [k for k in keys if len({json.dumps(r.settings.get(k), default=str) for r in same}) > 1]
+    return [same for same in by_label.values() if len(same) > 1]
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def refused_merges(rows: Sequence[Row]) -> list[str]:
+    """One note per label whose results were not merged into one row, naming every key their settings differ in."""
+    notes = []
+    for same in _same_label(rows):
+        keys = differing_keys([r.settings for r in same])
+        values = "; ".join(f"{k}: " + " | ".join(_short(r.settings.get(k, "(absent)")) for r in same) for k in keys)
+        seeds = " | ".join(",".join(map(str, r.seeds)) for r in same)
+        notes.append(
+            f"{same[0].label}: not merged into one row ({len(same)} rows, seeds {seeds}): their recorded settings "
+            f"differ in {len(keys)} key(s): {values}. Only seeds, paths, run names and logger settings may differ "
+            "within a row (--ignore-setting REGEX to allow another key)"
+        )
+    return notes
+
+
+def _disambiguate(rows: list[Row], shown: int = 3) -> None:
+    """Rows that share a label but differ in settings get (the first few of) the differing settings in the label."""
+    for same in _same_label(rows):
+        differing = differing_keys([r.settings for r in same])
+        more = f", … +{len(differing) - shown}" if len(differing) > shown else ""
         for r in same:
-            r.label += " (" + ", ".join(f"{k}={r.settings.get(k)}" for k in differing) + ")"
+            r.label += " (" + ", ".join(f"{k}={_short(r.settings.get(k), 24)}" for k in differing[:shown]) + more + ")"
 
 
 @dataclass
@@ -410,11 +569,14 @@ def compare(
     for row in rows:
         if row.algo in (None, baseline):
             continue
-        # The baseline with the same settings; a method's own extra overrides (its options) may differ.
+        # The baseline with the same settings but the method's (its preset and both methods' options); its extra
+        # overrides may differ too when the config records their effect.
         candidates = [b for b in rows if b.algo == baseline]
-        base = next((b for b in candidates if b.key_without("algo") == row.key_without("algo")), None)
-        loose = ("algo", "extra_overrides")
-        base = base or next((b for b in candidates if b.key_without(*loose) == row.key_without(*loose)), None)
+        base = next((b for b in candidates if b.key_without(method=True) == row.key_without(method=True)), None)
+        loose = ("extra_overrides", "regime_changes")
+        base = base or next(
+            (b for b in candidates if b.key_without(*loose, method=True) == row.key_without(*loose, method=True)), None
+        )
         if base is None:
             notes.append(f"{row.label}: no {baseline} row with the same settings to compare with")
             continue
@@ -523,12 +685,14 @@ def render(
             "",
             f"difference to {baseline}, in points: estimate [95% paired bootstrap interval over problems and seeds]",
         ]
-        header = ["row", "baseline", "seeds", *(TITLES.get(c, c) for c in columns), "Avg", "note"]
+        header = ["row", "baseline", "seeds", *(TITLES.get(c, c) for c in columns), "Avg", "published", "note"]
         body = []
         for comp in comparisons:
             seeds = ",".join("?" if s is None else str(s) for s in comp.seeds)
             cells = [_diff(comp.per_benchmark.get(c)) for c in columns]
-            body.append([comp.row.label, comp.baseline.label, seeds, *cells, _diff(comp.average), comp.note])
+            claims = published_claims(comp.row, comp.baseline, baseline)
+            claim = "; ".join(c.cell for c in claims) or "–"
+            body.append([comp.row.label, comp.baseline.label, seeds, *cells, _diff(comp.average), claim, comp.note])
         out.append(_table(header, body, markdown))
     problem_rows = []
     for r in rows:
@@ -545,18 +709,90 @@ def render(
     if problem_rows:
         out += ["", "problems scored (from the per-problem dumps)"]
         out.append(_table(["row", *(TITLES.get(c, c) for c in columns)], problem_rows, markdown))
-    out += _published(rows, columns, baseline)
+    out += _published(rows, columns, comparisons, baseline)
     return "\n".join(out)
 
 
-def _published(rows: Sequence[Row], columns: Sequence[str], baseline: str) -> list[str]:
+@dataclass
+class Claim:
+    """A paper's published gain (one or more numbers) and whether it may stand next to a row."""
+
+    paper: str
+    text: str  # the value(s) as the paper states them
+    benchmarks: str
+    source: str
+    in_regime: bool
+    why: str  # why not, when not
+
+    @property
+    def cell(self) -> str:
+        return self.text if self.in_regime else "not this paper's regime"
+
+
+def regime_problem(row: Row, paper: str, model: str | None = None) -> str:
+    """Why ``row`` is not a run in ``paper``'s regime ("" when it is)."""
+    ran = row.settings.get("paper")
+    if ran is None:
+        return "its run did not record a PAPER (an older launcher)"
+    if ran != paper:
+        return f"run with PAPER={ran}; this number comes from PAPER={paper}'s regime"
+    if row.settings.get("cpu") or str(row.settings.get("model", "")).startswith("tiny"):
+        return "a CPU wiring run"
+    tag = _model_of(row)
+    if model is not None and tag != model:
+        return f"the number is for {model}, the row trains {tag}"
+    if model is None and tag not in published.regime_models(paper):
+        return f"{tag} is not one of PAPER={paper}'s models"
+    changes = [c for c in row.settings.get("regime_changes") or [] if c]
+    if changes:
+        return "changed " + ", ".join(changes)
+    return ""
+
+
+def published_claims(row: Row, base: Row | None, baseline: str) -> list[Claim]:
+    """The published gains of ``row``'s method over ``baseline``, one claim per paper, in or out of its regime."""
+    by_paper: dict[str, list[tuple[published.PublishedDelta, str]]] = defaultdict(list)
+    for d in published.deltas_for(row.algo or "", baseline):
+        why = regime_problem(row, d.paper, d.model)
+        if not why and base is not None:
+            why = regime_problem(base, d.paper, d.model)
+            why = f"the baseline: {why}" if why else ""
+        if why and d.model is not None and row.settings.get("paper") == d.paper and _model_of(row) != d.model:
+            continue  # a number for another size of the same regime
+        by_paper[d.paper].append((d, why))
+    claims = []
+    for paper, found in by_paper.items():
+        in_regime = [(d, why) for d, why in found if not why]
+        kept, why = (in_regime, "") if in_regime else (found, found[0][1])
+        first = kept[0][0]
+        text = "; ".join(d.text for d, _ in kept)
+        claims.append(Claim(paper, text, first.benchmarks, first.source, not why, why))
+    return claims
+
+
+def _published(
+    rows: Sequence[Row], columns: Sequence[str], comparisons: Sequence[Comparison], baseline: str
+) -> list[str]:
     lines: list[str] = []
+    bases = {id(c.row): c.baseline for c in comparisons}
+    for row in rows:
+        if not row.algo or row.algo == baseline:
+            continue
+        for claim in published_claims(row, bases.get(id(row)), baseline):
+            title = published.PAPER_TITLES[claim.paper]
+            if claim.in_regime:
+                lines.append(
+                    f"  {row.label} − {baseline}: the {title} paper reports {claim.text} points, average of "
+                    f"{claim.benchmarks} (ours: the {len(columns)} benchmark{'s' if len(columns) != 1 else ''} "
+                    f"above) ({claim.source})"
+                )
+            else:
+                lines.append(
+                    f"  {row.label} − {baseline}: not this paper's regime ({claim.why}); the {title} paper's "
+                    f"{claim.text} is not set against it"
+                )
     models = sorted({m for m in map(_model_of, rows) if m})
-    algos = sorted({r.algo for r in rows if r.algo and r.algo != baseline})
     for model in models:
-        for algo in algos:
-            for d in published.deltas_for(algo, baseline, model):
-                lines.append(f"  {algo} − {baseline}, {model}: {d.text} points, average of {d.benchmarks} ({d.source})")
         for kind, values in published.simplerl_zoo_rows(model).items():
             cells = ", ".join(f"{TITLES.get(c, c)} {values[c]:.1f}" for c in columns if c in values)
             decoding = "greedy" if kind == "base" else "temperature 1.0, top-p 0.95"
@@ -579,6 +815,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline", default="grpo", help="the ALGO every other method is compared with")
     parser.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap replicates (default 10000)")
     parser.add_argument("--markdown", action="store_true", help="Markdown tables")
+    parser.add_argument(
+        "--ignore-setting",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="a recorded setting (flattened key, e.g. 'trainer\\.nnodes') that may differ within a row; repeatable",
+    )
     args = parser.parse_args(argv)
     if args.step != "last" and not args.step.isdigit():
         parser.error(f"--step must be 'last' or a step number, got {args.step!r}")
@@ -587,7 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not results:
             raise ValueError("no results (metrics*.jsonl or eval.json folders) in these paths")
         benchmarks = args.benchmarks.split(",") if args.benchmarks else None
-        columns, rows, warnings = build_rows(results, args.step, args.metric, benchmarks)
+        columns, rows, warnings = build_rows(results, args.step, args.metric, benchmarks, args.ignore_setting)
         if not rows:
             raise ValueError(f"no {args.metric} validation metrics at step {args.step} (was validation logged?)")
         comparisons, notes = compare(rows, columns, args.baseline, args.bootstrap)
