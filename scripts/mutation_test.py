@@ -2,17 +2,20 @@
 
     python scripts/mutation_test.py                          # every module, as far as --minutes allows
     python scripts/mutation_test.py verl_lambda/config.py    # one module
-    python scripts/mutation_test.py --minutes 60 --report-only
+    python scripts/mutation_test.py --minutes 60              # stop after an hour; the next run resumes
+    python scripts/mutation_test.py --recheck-survivors       # after adding tests: survivors run again
+    python scripts/mutation_test.py --report-only             # rewrite docs/mutation from the sessions
 
 Each module is mutated against the fast tests that exercise it (``MODULES`` below: a mapping module -> test files,
 not the whole suite), one cosmic-ray session per module in ``.mutation/`` (git-ignored). Runs are resumable: a
 session keeps every finished mutant's outcome, ``cosmic-ray exec`` only runs the pending ones, and a run cut short
 (``--minutes``, Ctrl-C) loses at most the mutant in flight. A session is rebuilt from scratch only when its module's
-source changed (its hash is kept next to the session), since the mutants' positions would no longer match.
+source changed (its hash is kept next to the session), since the mutants' positions would no longer match; a new
+session starts with a baseline run of the module's tests on the unmutated copy, which must pass.
 
-cosmic-ray mutates files in place, so everything runs in a scratch copy of the checkout (``.mutation/tree``, laid
-anew from the tracked and untracked-not-ignored files at every run, which also undoes a mutant left behind by a killed
-run). Each mutant's tests run as ``python -m pytest -x`` in that copy, with ``PYTHONPATH`` set to the copy and
+cosmic-ray mutates files in place, so everything runs in a scratch copy of the checkout (``.mutation/tree-<module>``,
+laid anew from the tracked and untracked-not-ignored files at every run, which also undoes a mutant left behind by a
+killed run). Each mutant's tests run as ``python -m pytest -x`` in that copy, with ``PYTHONPATH`` set to the copy and
 ``PYTHONSAFEPATH=1``: the test process imports the mutated package, and so does every subprocess the tests start.
 In particular the gloo ranks of ``tests/support/lambda_runs.py`` (``launch_ranks``) are started as
 ``python lambda_runs.py`` with ``os.environ`` passed on: they inherit ``PYTHONPATH``, so they see the mutant too. (A
@@ -32,6 +35,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -41,7 +45,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".mutation"
-TREE = STATE / "tree"
 DOCS = ROOT / "docs" / "mutation"
 TRIAGE = DOCS / "triage.json"
 
@@ -85,7 +88,9 @@ EXCLUDED_OPERATORS = [
     rf"core/ReplaceBinaryOperator_(?!({KEPT_BINARY})$)",
     rf"core/ReplaceComparisonOperator_(?!({KEPT_COMPARISON})$)",
 ]
-TIMEOUT_S = 900.0
+# per mutant: a few times the module's test run on the loaded 2-core machine (a mutant that loops is killed by it)
+TIMEOUT_S = {"verl_lambda/lambda_grpo.py": 1800.0}
+DEFAULT_TIMEOUT_S = 400.0
 
 
 def slug(module: str) -> str:
@@ -100,7 +105,13 @@ def tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def lay_tree() -> None:
+def tree(module: str) -> Path:
+    """The module's scratch copy of the checkout: one per module, so that two runs on different modules can go on at
+    once (``python scripts/mutation_test.py A & python scripts/mutation_test.py B``; not the same module twice)."""
+    return STATE / f"tree-{slug(module)}"
+
+
+def lay_tree(module: str) -> None:
     """A fresh scratch copy of the checkout's files (tracked, and untracked but not ignored)."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -108,19 +119,20 @@ def lay_tree() -> None:
         capture_output=True,
         check=True,
     ).stdout.decode()
-    if TREE.exists():
-        shutil.rmtree(TREE)
+    root = tree(module)
+    if root.exists():
+        shutil.rmtree(root)
     for relative in filter(None, listed.split("\0")):
         source = ROOT / relative
         if source.is_file():
-            target = TREE / relative
+            target = root / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
 
 
 def test_command(module: str) -> str:
     tests, extra = MODULES[module]
-    env = f"PYTHONPATH={TREE} PYTHONSAFEPATH=1 PYTHONDONTWRITEBYTECODE=1"
+    env = f"PYTHONPATH={tree(module)} PYTHONSAFEPATH=1 PYTHONDONTWRITEBYTECODE=1"
     options = "-x -q -p no:randomly -p no:cacheprovider --no-header -o addopts=--import-mode=importlib"
     quoted = " ".join(f"'{arg}'" for arg in extra)
     return f"env {env} {python()} -m pytest {options} {quoted} {' '.join(tests)}"
@@ -132,7 +144,7 @@ def write_config(module: str) -> Path:
     config.write_text(
         "[cosmic-ray]\n"
         f'module-path = "{module}"\n'
-        f"timeout = {TIMEOUT_S}\n"
+        f"timeout = {TIMEOUT_S.get(module, DEFAULT_TIMEOUT_S)}\n"
         "excluded-modules = []\n"
         f"test-command = {json.dumps(test_command(module))}\n"
         '[cosmic-ray.distributor]\nname = "local"\n'
@@ -153,11 +165,25 @@ def prepare_session(module: str) -> Path:
     if session.exists() and stamp.exists() and stamp.read_text() == source_hash(module):
         return session
     session.unlink(missing_ok=True)
-    subprocess.run([tool("cosmic-ray"), "init", str(config), str(session)], cwd=TREE, check=True)
-    subprocess.run([tool("cr-filter-operators"), str(session), str(config)], cwd=TREE, check=True)
-    subprocess.run([tool("cr-filter-pragma"), str(session)], cwd=TREE, check=True)
+    # a mutant counts as killed when its tests fail: they must pass without one
+    baseline = subprocess.run(shlex.split(test_command(module)), cwd=tree(module), capture_output=True, text=True)
+    if baseline.returncode != 0:
+        raise SystemExit(f"{module}: its tests fail without any mutant:\n{baseline.stdout[-3000:]}{baseline.stderr}")
+    subprocess.run([tool("cosmic-ray"), "init", str(config), str(session)], cwd=tree(module), check=True)
+    subprocess.run([tool("cr-filter-operators"), str(session), str(config)], cwd=tree(module), check=True)
+    subprocess.run([tool("cr-filter-pragma"), str(session)], cwd=tree(module), check=True)
     stamp.write_text(source_hash(module))
     return session
+
+
+def reopen_survivors(session: Path) -> int:
+    """Make the session's surviving mutants pending again (after tests were added for them); returns how many."""
+    from cosmic_ray.work_db import WorkDB, WorkResultStorage, use_db
+    from cosmic_ray.work_item import TestOutcome
+
+    with use_db(str(session), WorkDB.Mode.open) as db, db._session_maker.begin() as transaction:
+        survivors = transaction.query(WorkResultStorage).filter(WorkResultStorage.test_outcome == TestOutcome.SURVIVED)
+        return survivors.delete()
 
 
 def execute(module: str, session: Path, deadline: float) -> bool:
@@ -167,7 +193,7 @@ def execute(module: str, session: Path, deadline: float) -> bool:
     if left <= 0:
         return False
     process = subprocess.Popen(
-        [tool("cosmic-ray"), "exec", str(config), str(session)], cwd=TREE, start_new_session=True
+        [tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree(module), start_new_session=True
     )
     try:
         process.wait(timeout=left)
@@ -177,7 +203,7 @@ def execute(module: str, session: Path, deadline: float) -> bool:
         process.wait()
         return False
     finally:
-        lay_tree()  # undo a mutant left in place
+        lay_tree(module)  # undo a mutant left in place
 
 
 def outcomes(module: str) -> dict:
@@ -228,11 +254,20 @@ def write_report() -> dict:
     modules = [outcomes(module) for module in MODULES]
     done = sum(m["killed"] + len(m["survived"]) for m in modules)
     killed = sum(m["killed"] for m in modules)
+    notes = [s["triage"] or "" for m in modules for s in m["survived"]]
+    killed_since = sum(note.startswith("killed now") for note in notes)
+    equivalent = sum(note.startswith(("equivalent", "harmless")) for note in notes)
+    non_equivalent = done - equivalent
     summary = {
         "tool": "cosmic-ray 8.7.0",
         "killed": killed,
         "survived": done - killed,
         "kill_rate": round(killed / done, 4) if done else None,
+        # the survivors' triage: a test added since kills it (checked by applying it by hand, until the next run with
+        # --recheck-survivors), or it is equivalent or harmless (left out of this rate)
+        "survivors_killed_since": killed_since,
+        "survivors_equivalent_or_harmless": equivalent,
+        "kill_rate_after_triage": round((killed + killed_since) / non_equivalent, 4) if non_equivalent else None,
         "modules": modules,
     }
     DOCS.mkdir(parents=True, exist_ok=True)
@@ -257,7 +292,14 @@ def write_report() -> dict:
             f"| {m['pending']} | {rate} |"
         )
     rate = f"{summary['kill_rate']:.1%}" if summary["kill_rate"] is not None else "-"
-    lines += ["", f"Overall: {killed} killed of {done} run and scored ({rate}).", ""]
+    lines += ["", f"Overall: {killed} killed of {done} run and scored ({rate})."]
+    if summary["kill_rate_after_triage"] is not None:
+        lines += [
+            f"After triage: {killed_since} survivors are killed by tests added since, {equivalent} are equivalent or "
+            f"harmless; {killed + killed_since} killed of {non_equivalent} non-equivalent "
+            f"({summary['kill_rate_after_triage']:.1%}).",
+        ]
+    lines.append("")
     for m in modules:
         if not m["survived"]:
             continue
@@ -276,16 +318,21 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help=f"modules to run (default: all, in order: {', '.join(MODULES)})")
     parser.add_argument("--minutes", type=float, default=float("inf"), help="stop after this long (resumable)")
     parser.add_argument("--report-only", action="store_true", help="only rewrite docs/mutation from the sessions")
+    parser.add_argument(
+        "--recheck-survivors", action="store_true", help="run the survivors again (with the tests added since)"
+    )
     args = parser.parse_args()
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown modules {unknown}; known: {', '.join(MODULES)}")
     if not args.report_only:
         STATE.mkdir(exist_ok=True)
-        lay_tree()
         deadline = time.monotonic() + args.minutes * 60
         for module in args.modules or list(MODULES):
+            lay_tree(module)
             session = prepare_session(module)
+            if args.recheck_survivors:
+                print(f"[mutation] {module}: {reopen_survivors(session)} survivors pending again")
             finished = execute(module, session, deadline)
             print(f"[mutation] {module}: {'finished' if finished else 'stopped (resume by running again)'}")
             write_report()
