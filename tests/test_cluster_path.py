@@ -17,12 +17,6 @@ from verl_lambda.ops.length_weights import length_weights, weights_and_slope
 LAMBDA = 1.0
 
 
-@pytest.fixture(autouse=True)
-def restore_the_base_outside_the_policy_term():
-    yield
-    lambda_grpo.use_base_outside_policy_term(lambda_grpo.LambdaGRPOConfig.base)
-
-
 def weights_seen(td, state):
     return weights_and_slope(*state.groups, td[lambda_grpo.GROUP_INDEX_KEY], td[lambda_grpo.SELF_INDEX_KEY], LAMBDA)[0]
 
@@ -37,7 +31,8 @@ def rejected_batch(seed=0):
     log-probs are far below the training policy's, so token_k1 rejection sampling masks out all their tokens."""
     batch = make_batch(vocab_size=40, n_groups=3, group_size=4, max_response_len=12, seed=seed)
     tensors = dict(batch.tensors)
-    tensors["old_log_probs"] = -torch.rand(tensors["responses"].shape) * tensors["response_mask"]
+    gen = torch.Generator().manual_seed(seed)
+    tensors["old_log_probs"] = -torch.rand(tensors["responses"].shape, generator=gen) * tensors["response_mask"]
     rollout = tensors["old_log_probs"].clone()
     rollout[[1, 6, 9]] -= 3.0  # ratio e**3 ≈ 20, outside [0.5, 2]
     tensors["rollout_log_probs"] = rollout
@@ -158,7 +153,8 @@ def test_outside_the_policy_term_lambda_grpo_is_the_configured_base():
     """verl's trainer computes its entropy metric with agg_loss(actor.loss_agg_mode): the configured base."""
     from verl.workers.config import FSDPActorConfig
 
-    loss_mat, mask = torch.randn(6, 9), (torch.rand(6, 9) > 0.3).float()
+    gen = torch.Generator().manual_seed(0)
+    loss_mat, mask = torch.randn(6, 9, generator=gen), (torch.rand(6, 9, generator=gen) > 0.3).float()
     for base in ("token-mean", "seq-mean-token-mean"):
         FSDPActorConfig(
             strategy="fsdp", rollout_n=2, ppo_micro_batch_size_per_gpu=2, loss_agg_mode="lambda_grpo",
@@ -184,7 +180,8 @@ def test_the_trainer_process_learns_the_base_from_its_config(tiny_model_dir):
 
     patches.wrap(Trainer, "__init__", patches._trainer_init_with_lambda_base)
     Trainer(config)
-    loss_mat, mask = torch.randn(4, 7), (torch.rand(4, 7) > 0.3).float()
+    gen = torch.Generator().manual_seed(0)
+    loss_mat, mask = torch.randn(4, 7, generator=gen), (torch.rand(4, 7, generator=gen) > 0.3).float()
     assert torch.equal(
         core_algos.agg_loss(loss_mat, mask, "lambda_grpo"), core_algos.agg_loss(loss_mat, mask, "token-mean")
     )
@@ -212,7 +209,8 @@ def test_the_fully_async_trainer_learns_the_base_from_its_config(tiny_model_dir,
     monkeypatch.setattr(lambda_grpo, "_BASE_OUTSIDE_POLICY_TERM", "seq-mean-token-mean")
     actor_class = fully_async_trainer.FullyAsyncTrainer.__ray_metadata__.modified_class  # what Ray's process runs
     actor_class(config, tokenizer=None, role_worker_mapping={}, resource_pool_manager=None)
-    loss_mat, mask = torch.randn(4, 7), (torch.rand(4, 7) > 0.3).float()
+    gen = torch.Generator().manual_seed(0)
+    loss_mat, mask = torch.randn(4, 7, generator=gen), (torch.rand(4, 7, generator=gen) > 0.3).float()
     assert torch.equal(
         core_algos.agg_loss(loss_mat, mask, "lambda_grpo"), core_algos.agg_loss(loss_mat, mask, "token-mean")
     )

@@ -152,3 +152,69 @@ def test_options_of_a_mode_not_selected_warn_only_when_they_would_change_somethi
 
     assert build({"lr": 0.01, "init": 0.0, "r": 1.0 / 9.0}) == []
     assert len(build({"lr": 0.05})) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The edges of every option, through the parser verl's actor config calls (mutation testing found them untested).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "options", "message"),
+    [
+        (
+            LambdaGRPOConfig,
+            {"validation_share": 0.0},
+            "lambda_grpo.validation_share must be a number in (0, 1), got 0.0",
+        ),
+        (
+            LambdaGRPOConfig,
+            {"validation_share": 1.0},
+            "lambda_grpo.validation_share must be a number in (0, 1), got 1.0",
+        ),
+        (LambdaGRPOConfig, {"signal": "test"}, "lambda_grpo.signal must be one of ['train', 'validation'], got 'test'"),
+        (LambdaGRPOConfig, {"init": float("inf")}, "lambda_grpo.init must be a finite number, got inf"),
+        (LambdaGRPOConfig, {"lr": float("nan")}, "lambda_grpo.lr must be a number >= 0, got nan"),
+        (LambdaGRPOConfig, {"max": float("-inf")}, "lambda_grpo.max must be a finite number or null, got -inf"),
+        (LambdaGRPOConfig, {"grad_clip": -1.0}, "lambda_grpo.grad_clip must be a number > 0 or null, got -1.0"),
+        (LambdaGRPOConfig, {"init": 2.0, "max": 1.5}, "lambda_grpo.init (2.0) must lie within [lambda_grpo.min, "),
+        (LambdaGRPOConfig, {"init": -2.0, "min": -1.5}, "lambda_grpo.init (-2.0) must lie within [lambda_grpo.min, "),
+        (LambdaGRPOConfig, {"zeta": 1, "colour": 2}, "lambda_grpo.colour is not an option"),  # the first, sorted
+        (GRPOLambdaConfig, {"lam": 1.01}, "grpo_lambda.lam must be a number in [0, 1], got 1.01"),
+        (GRPOLambdaConfig, {"gamma": -0.01}, "grpo_lambda.gamma must be a number in [0, 1], got -0.01"),
+        (
+            GRPOLambdaConfig,
+            {"neg_adv_clamp": 0.01},
+            "grpo_lambda.neg_adv_clamp must be a number <= 0 or null, got 0.01",
+        ),
+        (GRPOLambdaConfig, {"lam": True}, "grpo_lambda.lam must be a number in [0, 1], got True"),
+    ],
+)
+def test_each_edge_of_an_option_is_refused_naming_its_key(cls, options, message):
+    with pytest.raises(ValueError) as info:
+        cls.from_dict(options)
+    assert message.replace("lambda_grpo.min", f"{cls.PREFIX}.min") in str(info.value)
+    assert str(info.value).startswith(f"[verl-lambda] {cls.PREFIX}.")
+
+
+def test_the_closed_ends_of_every_range_are_accepted():
+    bounded = LambdaGRPOConfig.from_dict({"lr": 0, "min": 1.5, "max": 1.5, "init": 1.5, "validation_share": 0.999})
+    assert (bounded.lr, bounded.min, bounded.max, bounded.init) == (0, 1.5, 1.5, 1.5)
+    assert LambdaGRPOConfig.from_dict({"min": -1, "init": -1, "grad_clip": 1e-9}).init == -1
+    assert LambdaGRPOConfig.from_dict({"validation_share": 0.001}).validation_share == 0.001
+    trace = GRPOLambdaConfig.from_dict({"gamma": 0, "lam": 1, "neg_adv_clamp": 0})
+    assert (trace.gamma, trace.lam, trace.neg_adv_clamp, trace.decay) == (0, 1, 0, 0)
+    assert GRPOLambdaConfig.from_dict({"gamma": 0.5, "lam": 0.8}).decay == 0.4
+    assert GRPOLambdaConfig.from_dict({"neg_adv_clamp": None}).neg_adv_clamp is None
+    assert (
+        LambdaGRPOConfig.from_dict(None) == LambdaGRPOConfig() and GRPOLambdaConfig.from_dict({}) == GRPOLambdaConfig()
+    )
+
+
+@pytest.mark.parametrize(("cls", "first"), [(LambdaGRPOConfig, "base"), (GRPOLambdaConfig, "gamma")])
+def test_a_value_where_a_group_belongs_names_the_first_option_as_an_example(cls, first):
+    with pytest.raises(ValueError) as info:
+        cls.from_dict(0.5)
+    assert str(info.value) == (
+        f"[verl-lambda] {cls.PREFIX} must be a group of options, e.g. +{cls.PREFIX}.{first}=..., got 0.5"
+    )

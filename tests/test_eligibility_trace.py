@@ -5,7 +5,7 @@ import torch
 from trace_reference import dense_trace_gradient, dense_traced_log_ratio, recurrence, trace_weights
 
 import verl_lambda
-from verl_lambda.ops.eligibility_trace import trace_mass
+from verl_lambda.ops.eligibility_trace import DIRECT_SCAN_WORK, decayed_cumsum, trace_mass
 
 DECAYS = [0.0, 0.5, 0.9, 0.99, 1.0]
 STYLES = ["recent", "both"]
@@ -54,12 +54,13 @@ def test_float64_gradcheck():
     mask = masks(3, 40, seed=1).double()
     for style in STYLES:
         for decay in (0.0, 0.6, 1.0):
-            x = torch.randn(3, 40, dtype=torch.float64, requires_grad=True)
+            gen = torch.Generator().manual_seed(int(decay * 10) + len(style))
+            x = torch.randn(3, 40, dtype=torch.float64, generator=gen).requires_grad_()
             assert torch.autograd.gradcheck(verl_lambda.traced_log_ratio, (x, mask, decay, style))
 
 
 def test_special_cases():
-    d = torch.randn(4, 30)
+    d = torch.randn(4, 30, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(4, 30)
     assert torch.equal(verl_lambda.traced_log_ratio(d, mask, 0.0, "recent"), d)
     # both at κ = 0: 0**0 = 1 keeps the first token in every trace
@@ -124,7 +125,9 @@ def test_float32_is_stable_at_32k_tokens(decay):
 
 def test_memory_is_linear_in_length():
     """A (bs, T, T) tensor at T = 65536 would need 16 GiB per row; this runs in a few MB."""
-    e = verl_lambda.traced_log_ratio(torch.randn(1, 65536) * 0.01, torch.ones(1, 65536), 0.99, "both")
+    e = verl_lambda.traced_log_ratio(
+        torch.randn(1, 65536, generator=torch.Generator().manual_seed(0)) * 0.01, torch.ones(1, 65536), 0.99, "both"
+    )
     assert e.shape == (1, 65536) and torch.isfinite(e).all()
 
 
@@ -175,3 +178,35 @@ def test_cached_decay_tables_stay_bounded_when_the_length_changes_every_call():
         assert eligibility_trace._CACHE.size <= eligibility_trace.CACHE_BYTES
     torch.testing.assert_close(e.double(), recurrence(d, torch.ones(1, length), 0.9), rtol=1e-5, atol=1e-5)
     assert eligibility_trace._CACHE.size > 0
+
+
+@pytest.mark.parametrize("shape", [(40,), (2, 3, 40), (3, 1, 2, 1000)])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("decay", [0.9, 1.0])
+def test_decayed_cumsum_scans_the_last_dimension_of_any_shape(shape, reverse, decay):
+    """``(..., T)``: every leading dimension is a batch dimension, on the short (one matmul) and the chunked path."""
+    chunked = shape[-1] > 32 and torch.Size(shape).numel() * shape[-1] > DIRECT_SCAN_WORK
+    assert chunked == (shape[-1] == 1000)
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(len(shape)))
+    want = torch.zeros_like(x)
+    running = torch.zeros(shape[:-1], dtype=torch.float64)
+    for t in reversed(range(shape[-1])) if reverse else range(shape[-1]):
+        running = decay * running + x[..., t]
+        want[..., t] = running
+    for chunk in (8, 32):
+        torch.testing.assert_close(decayed_cumsum(x, decay, reverse=reverse, chunk=chunk), want)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_short_response_length_matches_the_dense_reference(style):
+    """T = 1 .. 7: the ``both`` style's odd/even corrections index the decay powers by T // 2 and (T - 1) // 2."""
+    gen = torch.Generator().manual_seed(5)
+    for length in range(1, 8):
+        for decay in (0.5, 0.9):
+            x = torch.randn(2, length, dtype=torch.float64, generator=gen, requires_grad=True)
+            mask = torch.ones(2, length, dtype=torch.float64)
+            upstream = torch.randn(2, length, dtype=torch.float64, generator=gen)
+            trace = verl_lambda.traced_log_ratio(x, mask, decay, style)
+            torch.testing.assert_close(trace, dense_traced_log_ratio(x.detach(), mask, decay, style))
+            (grad,) = torch.autograd.grad(trace, x, upstream)
+            torch.testing.assert_close(grad, dense_trace_gradient(upstream, mask, decay, style))

@@ -56,7 +56,7 @@ VANILLA = core_algos.compute_policy_loss_vanilla
 @pytest.mark.parametrize("with_weights", [False, True])
 def test_zero_decay_recent_unclamped_is_exactly_vanilla(agg, with_weights):
     old, log_prob, advantages, mask = inputs()
-    weights = torch.rand(mask.shape) + 0.5 if with_weights else None
+    weights = torch.rand(mask.shape, generator=torch.Generator().manual_seed(1)) + 0.5 if with_weights else None
     config = actor(agg, lam=0.0, neg_adv_clamp=None)
     ours = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, agg, config, weights)
     verls = loss_and_grad(VANILLA, old, log_prob, advantages, mask, agg, config, weights)
@@ -91,7 +91,7 @@ def test_epsilon_weight_is_vanilla_weighted_by_trace_mass():
 def test_on_policy_gradient_follows_the_closed_form(decay):
     """All d = 0: the gradient on log pi(o_k) is proportional to sum_{t>=k} κ**(t-k) = (1 - κ**(T-k)) / (1 - κ)."""
     length = 40
-    log_prob = (torch.randn(1, length) - 2).requires_grad_()
+    log_prob = (torch.randn(1, length, generator=torch.Generator().manual_seed(0)) - 2).requires_grad_()
     old = log_prob.detach().clone()
     advantages = torch.full((1, length), 0.7)
     mask = torch.ones(1, length)

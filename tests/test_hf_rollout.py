@@ -2,7 +2,6 @@
 log-probs against verl's FSDP actor recomputing the same tokens."""
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -104,7 +103,9 @@ def rollout_config(**kwargs):
         seed=0,
         max_num_seqs=64,
     )
-    return SimpleNamespace(**{**base, **kwargs})
+    from verl.workers.config import RolloutConfig
+
+    return RolloutConfig(name="hf", **{**base, **kwargs})  # verl's own, as its agent loop hands it to the server
 
 
 def test_length_limits_follow_verls_vllm_server():
@@ -119,9 +120,9 @@ def test_length_limits_follow_verls_vllm_server():
 
 def test_server_answers_concurrent_requests_with_n_distinct_samples(tiny_model_dir, model_and_tokenizer):
     _, tokenizer = model_and_tokenizer
-    server = HFServer(
-        rollout_config(response_length=12), SimpleNamespace(path=tiny_model_dir, get=lambda k, d=None: d), 0
-    )
+    from verl.workers.config import HFModelConfig
+
+    server = HFServer(rollout_config(response_length=12), HFModelConfig(path=tiny_model_dir), 0)
 
     async def go():
         params = {"temperature": 1.0, "logprobs": True}

@@ -81,8 +81,9 @@ def test_lambda_direction_on_policy():
 
 
 def test_modes_we_do_not_own_are_untouched():
-    loss_mat = torch.randn(5, 7)
-    mask = (torch.rand(5, 7) > 0.3).float()
+    gen = torch.Generator().manual_seed(0)
+    loss_mat = torch.randn(5, 7, generator=gen)
+    mask = (torch.rand(5, 7, generator=gen) > 0.3).float()
     for mode in ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
         assert torch.equal(
             core_algos.agg_loss(loss_mat, mask, mode), core_algos.agg_loss.__wrapped__(loss_mat, mask, mode)
@@ -127,6 +128,7 @@ def test_a_loss_outside_an_update_is_an_error():
 
 def test_outside_the_actor_loss_lambda_grpo_means_its_default_base_unweighted():
     """The trainer's entropy metric and a critic that inherits the actor's mode call agg_loss("lambda_grpo")."""
-    loss_mat, mask = torch.randn(6, 9), (torch.rand(6, 9) > 0.2).float()
+    gen = torch.Generator().manual_seed(0)
+    loss_mat, mask = torch.randn(6, 9, generator=gen), (torch.rand(6, 9, generator=gen) > 0.2).float()
     got = core_algos.agg_loss(loss_mat, mask, "lambda_grpo")
     assert torch.equal(got, core_algos.agg_loss(loss_mat, mask, "seq-mean-token-mean"))

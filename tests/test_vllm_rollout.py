@@ -125,7 +125,10 @@ def send_and_receive(weights: dict[str, torch.Tensor], on_bucket, bucket_mb: int
 
 
 def test_vllm_weight_transfer_over_shared_memory_hands_over_copies():
-    weights = {f"layer{i}.weight": torch.randn(300, 300) for i in range(6)}  # 0.36 MB each: several buckets
+    gen = torch.Generator().manual_seed(0)
+    weights = {
+        f"layer{i}.weight": torch.randn(300, 300, generator=gen) for i in range(6)
+    }  # 0.36 MB each: several buckets
     kept = {}
 
     def load(bucket, is_last):  # keeps the tensors past the callback, as a model's weight loader may
@@ -189,14 +192,15 @@ def test_vllm_cpu_linear_layers_multiply_with_their_live_weights():
         from vllm.model_executor.layers import utils
         from verl_lambda.hooks import wrapped_by
 
+        gen = torch.Generator().manual_seed(0)
         for remove_weight in (True, False):  # linear layers drop their weight; the LM head keeps a packed copy
             layer = torch.nn.Linear(64, 96, bias=False)
             layer.weight.requires_grad_(False)
             utils.dispatch_cpu_unquantized_gemm(layer, remove_weight=remove_weight)
-            x = torch.randn(3, 64)
+            x = torch.randn(3, 64, generator=gen)
             assert layer.weight.shape == (96, 64)
             with torch.no_grad():
-                layer.weight.copy_(torch.randn(96, 64))  # what a weight sync does
+                layer.weight.copy_(torch.randn(96, 64, generator=gen))  # what a weight sync does
             torch.testing.assert_close(utils.cpu_unquantized_gemm(layer, x, layer.weight), x @ layer.weight.T)
         assert "_gemm_on_live_weights" in wrapped_by(utils.dispatch_cpu_unquantized_gemm)
 
