@@ -210,3 +210,20 @@ def test_every_short_response_length_matches_the_dense_reference(style):
             torch.testing.assert_close(trace, dense_traced_log_ratio(x.detach(), mask, decay, style))
             (grad,) = torch.autograd.grad(trace, x, upstream)
             torch.testing.assert_close(grad, dense_trace_gradient(upstream, mask, decay, style))
+
+
+def test_decayed_cumsum_runs_forward_unless_told_otherwise():
+    x = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    torch.testing.assert_close(decayed_cumsum(x, 0.5), torch.tensor([[1.0, 2.5, 4.25]], dtype=torch.float64))
+    torch.testing.assert_close(
+        decayed_cumsum(x, 0.5, reverse=True), torch.tensor([[2.75, 3.5, 3.0]], dtype=torch.float64)
+    )
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_trace_mass_of_a_one_token_response_is_one(style):
+    """Mean 1 over the valid tokens of each response, for one valid token too; an empty response gets 0."""
+    mask = torch.tensor([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    for decay in (0.0, 0.5, 0.99, 1.0):
+        mass = trace_mass(mask, decay, style)
+        torch.testing.assert_close(mass, mask)
