@@ -178,6 +178,13 @@ def test_cached_decay_tables_stay_bounded_when_the_length_changes_every_call():
         assert eligibility_trace._CACHE.size <= eligibility_trace.CACHE_BYTES
     torch.testing.assert_close(e.double(), recurrence(d, torch.ones(1, length), 0.9), rtol=1e-5, atol=1e-5)
     assert eligibility_trace._CACHE.size > 0
+    # its byte count is exactly what it holds, and it evicts the least recently used: the matrices of the last two
+    # lengths (2032 and 2048, 32 MiB together) are both still there
+    entries = eligibility_trace._CACHE.entries.values()
+    assert eligibility_trace._CACHE.size == sum(t.numel() * t.element_size() for t in entries)
+    assert {t.shape[-1] for t in entries if t.dim() == 2} >= {length - 16, length}
+    eligibility_trace._CACHE.clear()
+    assert eligibility_trace._CACHE.size == 0 and not eligibility_trace._CACHE.entries
 
 
 @pytest.mark.parametrize("shape", [(40,), (2, 3, 40), (3, 1, 2, 1000)])
