@@ -234,3 +234,15 @@ def test_trace_mass_of_a_one_token_response_is_one(style):
     for decay in (0.0, 0.5, 0.99, 1.0):
         mass = trace_mass(mask, decay, style)
         torch.testing.assert_close(mass, mask)
+
+
+def test_decayed_cumsum_with_exactly_two_chunks():
+    """The chunked scan carries each chunk's end into the next: with two chunks, once."""
+    x = torch.randn(16400, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert x.numel() * 16 > DIRECT_SCAN_WORK  # the chunked path, 16 / 8 = 2 chunks
+    for reverse in (False, True):
+        want, running = torch.zeros_like(x), torch.zeros(len(x), dtype=torch.float64)
+        for t in reversed(range(16)) if reverse else range(16):
+            running = 0.7 * running + x[:, t]
+            want[:, t] = running
+        torch.testing.assert_close(decayed_cumsum(x, 0.7, reverse=reverse, chunk=8), want)
