@@ -195,5 +195,6 @@ NEW_TESTS=(
 step "$(($(date +%s) - start))s so far; pytest of ${#VERL_TESTS[@]} verl test files and ${#NEW_TESTS[@]} new ones"
 cd "$TREE"
 # as verl's CI runs them: its own rootdir and options, not verl-lambda's pytest settings
-exec "$VPY" -m pytest -q -c /dev/null --rootdir "$TREE" -p no:cacheprovider -o asyncio_mode=auto --disable-warnings \
+exec "$VPY" -m pytest -q -c /dev/null --rootdir "$TREE" -p no:cacheprovider -p no:randomly -o asyncio_mode=auto \
+  --disable-warnings \
   -W ignore::DeprecationWarning "${VERL_TESTS[@]}" "${NEW_TESTS[@]}"

@@ -218,3 +218,13 @@ def test_a_value_where_a_group_belongs_names_the_first_option_as_an_example(cls,
     assert str(info.value) == (
         f"[verl-lambda] {cls.PREFIX} must be a group of options, e.g. +{cls.PREFIX}.{first}=..., got 0.5"
     )
+
+
+@pytest.mark.parametrize(("cls", "field"), [(LambdaGRPOConfig, "lr"), (GRPOLambdaConfig, "lam")])
+def test_parsed_options_are_immutable(cls, field):
+    """One parsed instance is shared by verl's config objects (and λ's state): nothing may change it afterwards."""
+    import dataclasses
+
+    options = cls.from_dict({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(options, field, 0.5)

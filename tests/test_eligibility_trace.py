@@ -178,6 +178,13 @@ def test_cached_decay_tables_stay_bounded_when_the_length_changes_every_call():
         assert eligibility_trace._CACHE.size <= eligibility_trace.CACHE_BYTES
     torch.testing.assert_close(e.double(), recurrence(d, torch.ones(1, length), 0.9), rtol=1e-5, atol=1e-5)
     assert eligibility_trace._CACHE.size > 0
+    # its byte count is exactly what it holds, and it evicts the least recently used: the matrices of the last two
+    # lengths (2032 and 2048, 32 MiB together) are both still there
+    entries = eligibility_trace._CACHE.entries.values()
+    assert eligibility_trace._CACHE.size == sum(t.numel() * t.element_size() for t in entries)
+    assert {t.shape[-1] for t in entries if t.dim() == 2} >= {length - 16, length}
+    eligibility_trace._CACHE.clear()
+    assert eligibility_trace._CACHE.size == 0 and not eligibility_trace._CACHE.entries
 
 
 @pytest.mark.parametrize("shape", [(40,), (2, 3, 40), (3, 1, 2, 1000)])
@@ -210,3 +217,32 @@ def test_every_short_response_length_matches_the_dense_reference(style):
             torch.testing.assert_close(trace, dense_traced_log_ratio(x.detach(), mask, decay, style))
             (grad,) = torch.autograd.grad(trace, x, upstream)
             torch.testing.assert_close(grad, dense_trace_gradient(upstream, mask, decay, style))
+
+
+def test_decayed_cumsum_runs_forward_unless_told_otherwise():
+    x = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    torch.testing.assert_close(decayed_cumsum(x, 0.5), torch.tensor([[1.0, 2.5, 4.25]], dtype=torch.float64))
+    torch.testing.assert_close(
+        decayed_cumsum(x, 0.5, reverse=True), torch.tensor([[2.75, 3.5, 3.0]], dtype=torch.float64)
+    )
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_trace_mass_of_a_one_token_response_is_one(style):
+    """Mean 1 over the valid tokens of each response, for one valid token too; an empty response gets 0."""
+    mask = torch.tensor([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    for decay in (0.0, 0.5, 0.99, 1.0):
+        mass = trace_mass(mask, decay, style)
+        torch.testing.assert_close(mass, mask)
+
+
+def test_decayed_cumsum_with_exactly_two_chunks():
+    """The chunked scan carries each chunk's end into the next: with two chunks, once."""
+    x = torch.randn(16400, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert x.numel() * 16 > DIRECT_SCAN_WORK  # the chunked path, 16 / 8 = 2 chunks
+    for reverse in (False, True):
+        want, running = torch.zeros_like(x), torch.zeros(len(x), dtype=torch.float64)
+        for t in reversed(range(16)) if reverse else range(16):
+            running = 0.7 * running + x[:, t]
+            want[:, t] = running
+        torch.testing.assert_close(decayed_cumsum(x, 0.7, reverse=reverse, chunk=8), want)

@@ -180,3 +180,18 @@ def test_saturating_softmax_matches_high_precision_arithmetic(lam):
         torch.testing.assert_close(f.double(), torch.tensor(want_f, dtype=torch.float64), rtol=1e-5, atol=1e-6)
         got_slope = [torch.autograd.grad(f[i], lam_t, retain_graph=True)[0].item() for i in range(len(lengths))]
         assert got_slope == pytest.approx(want_slope, rel=1e-3, abs=1e-5), (lam, r)
+
+
+@pytest.mark.parametrize("lam", [-2.0, 0.6, 3.0])
+def test_groups_of_different_sizes_in_one_batch(lam):
+    """The group table pads every group to the largest size: padding must not enter any group's mean or spread."""
+    gen = torch.Generator().manual_seed(11)
+    sizes = [2, 5, 3, 8, 4]
+    ids = torch.cat([torch.full((size,), gid) for gid, size in enumerate(sizes)])
+    lengths = torch.randint(1, 400, (len(ids),), generator=gen)
+    perm = torch.randperm(len(ids), generator=gen)
+    ids, lengths = ids[perm], lengths[perm]
+    got = verl_lambda.length_weights(lengths, ids, lam)
+    want = torch.tensor(reference_weights(lengths.tolist(), ids.tolist(), lam))
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(got, torch.ones_like(got))

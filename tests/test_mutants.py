@@ -334,7 +334,12 @@ def token_mean_outside_the_policy_term() -> bool:
 def trainer_config(model_dir):
     from verl_lambda.cpu.harness import compose_config
 
-    overrides = [f"{MODE}=lambda_grpo", f"{LAMBDA}.base=token-mean", "data.train_batch_size=2"]
+    overrides = [
+        f"{MODE}=lambda_grpo",
+        f"{LAMBDA}.base=token-mean",
+        "data.train_batch_size=2",
+        "data.dataloader_num_workers=0",
+    ]
     return compose_config(model_dir, overrides)
 
 

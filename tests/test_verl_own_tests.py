@@ -31,6 +31,8 @@ def test_verls_cpu_tests_pass_with_the_plugin_loaded():
             "-q",
             "-p",
             "no:cacheprovider",
+            "-p",
+            "no:randomly",  # in their files' order, as verl's CI runs them
             "-c",
             "/dev/null",
             "--rootdir",
