@@ -90,10 +90,11 @@ def test_broken_registration_is_reported_loudly():
         from verl.trainer.ppo import core_algos  # the hook fails here; verl keeps working
         from verl.workers.config import FSDPActorConfig
         FSDPActorConfig(strategy="fsdp", rollout_n=2, ppo_micro_batch_size_per_gpu=2)  # verl's own modes work
-        try:
-            FSDPActorConfig(strategy="fsdp", rollout_n=2, ppo_micro_batch_size_per_gpu=2, loss_agg_mode="lambda_grpo")
-        except RuntimeError as exc:
-            print("REFUSED:", exc)
+        for mode in ("lambda_grpo", "group-mean-token-mean"):
+            try:
+                FSDPActorConfig(strategy="fsdp", rollout_n=2, ppo_micro_batch_size_per_gpu=2, loss_agg_mode=mode)
+            except RuntimeError as exc:
+                print("REFUSED:", mode, exc)
         import verl_lambda.plugin as plugin
         print("LOAD_ERROR:", plugin.LOAD_ERROR)  # a patch that fails after load counts as a load failure
         """
@@ -101,7 +102,8 @@ def test_broken_registration_is_reported_loudly():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ERROR" in result.stderr and "verl-lambda failed to load" in result.stderr
     assert "simulated breakage" in result.stderr
-    assert "REFUSED: verl-lambda is installed but failed to load" in result.stdout
+    for mode in ("lambda_grpo", "group-mean-token-mean"):
+        assert f"REFUSED: {mode} verl-lambda is installed but failed to load" in result.stdout
     assert "simulated breakage" in result.stdout
     assert "LOAD_ERROR: patching verl.trainer.ppo.core_algos with patch_core_algos failed" in result.stdout
 
@@ -184,11 +186,11 @@ def test_a_verl_with_a_renamed_or_removed_internal_fails_naming_each_piece(tmp_p
     with pytest.raises(hooks.UnsupportedVerlVersion) as info:
         hooks.check_verl("0.10.0.dev0", str(root))
     message = str(info.value)
-    assert "tested with verl 0.9.0, 0.9.1; the installed verl 0.10.0.dev0 lacks or changed 4 internal(s)" in message
+    assert "tested with verl 0.9.0, 0.9.1; the installed verl 0.10.0.dev0 lacks or changed 6 internal(s)" in message
     assert "verl.trainer.ppo.core_algos.agg_loss(loss_mat, loss_mask" in message and "agg_loss not found" in message
     assert "TrainingWorker.save_checkpoint(local_path, hdfs_path, global_step, max_ckpt_to_keep)" in message
     assert "ppo_loss(config, model_output, data, dp_group): its parameters are now (cfg, model_output" in message
-    assert "(needed by _agg_loss_with_lambda_grpo)" in message
+    assert "(needed by _agg_loss_with_lambda_grpo)" in message and "(needed by _agg_loss_with_group_mean)" in message
     assert "(needed by _ppo_loss_checking_autocast)" in message  # ppo_loss: the CPU backend's wrapper relies on it too
 
 
@@ -226,7 +228,8 @@ def test_unsupported_verl_applies_no_patch_and_names_the_missing_piece():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "verl-lambda was tested with verl 0.0.1; the installed verl 0.9" in result.stderr
     assert "verl.trainer.ppo.core_algos.agg_loss_v2: agg_loss_v2 not found" in result.stderr
-    assert "REFUSED: verl-lambda is installed but failed to load" in result.stdout
+    for mode in ("lambda_grpo", "group-mean-token-mean"):
+        assert f"REFUSED: {mode} verl-lambda is installed but failed to load" in result.stdout
     assert "agg_loss_v2" in result.stdout
 
 
@@ -242,7 +245,10 @@ def test_patches_are_idempotent():
     patches.patch_engine_workers(engine_workers)
     assert core_algos.agg_loss is wrapped
     assert hooks.wrapped_by(actor.FSDPActorConfig.__init__) == ("_init_accepting_options.<locals>.make",)
-    assert len(hooks.wrapped_by(engine_workers.TrainingWorker.train_batch)) == 1
+    assert hooks.wrapped_by(engine_workers.TrainingWorker.train_batch) == (
+        "_train_batch_with_lambda_step",
+        "_train_batch_with_group_count",
+    )
     assert hasattr(engine_workers.TrainingWorker.train_batch, "attrs_3141562937")  # verl's dispatch info kept
 
 

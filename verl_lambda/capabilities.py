@@ -42,8 +42,8 @@ class Internal:
 ALGORITHM_INTERNALS = (
     Internal("verl.workers.config.actor", "ActorConfig.__post_init__", (), "_actor_post_init_with_lambda_modes"),
     Internal("verl.workers.config.actor", "ActorConfig.loss_agg_mode", (), "_actor_post_init_with_lambda_modes"),
-    Internal("verl.workers.config.actor", "ActorConfig.policy_loss", (), "_check_lambda_grpo_actor"),
-    Internal("verl.workers.config.actor", "ActorConfig.strategy", (), "_check_lambda_grpo_actor"),
+    Internal("verl.workers.config.actor", "ActorConfig.policy_loss", (), "_check_actor_for_our_agg_mode"),
+    Internal("verl.workers.config.actor", "ActorConfig.strategy", (), "_check_actor_for_our_agg_mode"),
     Internal("verl.workers.config.actor", "PolicyLossConfig.loss_mode", (), "_init_accepting_options"),
     Internal("verl.workers.config.critic", "CriticConfig.__post_init__", (), "_critic_post_init_refusing_lambda_grpo"),
     Internal("verl.workers.config.critic", "CriticConfig.loss_agg_mode", (), "_critic_post_init_refusing_lambda_grpo"),
@@ -53,6 +53,12 @@ ALGORITHM_INTERNALS = (
         ("loss_mat", "loss_mask", "loss_agg_mode", "dp_size", "batch_num_tokens", "global_batch_size"),
         "_agg_loss_with_lambda_grpo",
     ),
+    Internal(
+        "verl.trainer.ppo.core_algos",
+        "agg_loss",
+        ("loss_mat", "loss_mask", "loss_agg_mode", "dp_size", "batch_num_tokens", "global_batch_size"),
+        "_agg_loss_with_group_mean",
+    ),
     Internal("verl.trainer.ppo.core_algos", "POLICY_LOSS_REGISTRY", (), "patch_core_algos"),
     Internal("verl.trainer.ppo.core_algos", "register_policy_loss", ("name",), "patch_core_algos"),
     Internal(
@@ -61,11 +67,24 @@ ALGORITHM_INTERNALS = (
         ("config", "model_output", "data", "dp_group"),
         "_ppo_loss_with_length_weights",
     ),
+    Internal(
+        "verl.workers.utils.losses",
+        "ppo_loss",
+        ("config", "model_output", "data", "dp_group"),
+        "_ppo_loss_with_group_mean",
+    ),
     Internal("verl.workers.utils.losses", "get_policy_loss_fn", (), "_get_policy_loss_fn_weighted"),
     Internal(
         "verl.workers.engine_workers", "TrainingWorker.train_mini_batch", ("data",), "_train_mini_batch_with_groups"
     ),
     Internal("verl.workers.engine_workers", "TrainingWorker.train_batch", ("data",), "_train_batch_with_lambda_step"),
+    Internal(
+        "verl.workers.engine_workers",
+        "TrainingWorker.train_mini_batch",
+        ("data",),
+        "_train_mini_batch_with_group_tokens",
+    ),
+    Internal("verl.workers.engine_workers", "TrainingWorker.train_batch", ("data",), "_train_batch_with_group_count"),
     Internal("verl.workers.engine_workers", "TrainingWorker.engine", (), "_train_batch_with_lambda_step"),
     Internal("verl.workers.engine_workers", "TrainingWorker.loss_fn", (), "actor_loss_config"),
     Internal(

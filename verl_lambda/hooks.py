@@ -33,9 +33,11 @@ from typing import Any
 
 logger = logging.getLogger("verl_lambda")
 
-# Spelled out rather than imported, for the failure guard; verl_lambda.config defines the same names.
+# Spelled out rather than imported, for the failure guard; verl_lambda.config and verl_lambda.ops.group_mean define
+# the same names.
 LAMBDA_GRPO_MODE = "lambda_grpo"
 GRPO_LAMBDA_MODE = "grpo_lambda"
+GROUP_MEAN_MODE = "group-mean-token-mean"
 
 # The verl releases every test of this package runs on. Another verl is accepted only when it has every internal the
 # wrappers rely on (verl_lambda.capabilities), with one warning; VERL_LAMBDA_STRICT_VERSION=1 refuses it instead.
@@ -227,8 +229,8 @@ def report_failure(exc: BaseException) -> None:
 def _init_refusing_our_modes(reason: BaseException) -> Callable[[Callable], Callable]:
     def make(original_init: Callable) -> Callable:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            ours = {"loss_agg_mode": LAMBDA_GRPO_MODE, "loss_mode": GRPO_LAMBDA_MODE}
-            if any(kwargs.get(key) == mode for key, mode in ours.items()) or {"lambda_grpo", "grpo_lambda"} & set(
+            ours = {"loss_agg_mode": (LAMBDA_GRPO_MODE, GROUP_MEAN_MODE), "loss_mode": (GRPO_LAMBDA_MODE,)}
+            if any(kwargs.get(key) in modes for key, modes in ours.items()) or {"lambda_grpo", "grpo_lambda"} & set(
                 kwargs
             ):
                 raise RuntimeError(

@@ -37,6 +37,7 @@ MODULE_LAYERS: dict[str, int] = {
     "verl_lambda": 1,  # re-exports layer 1's public functions; every module of the package runs it first
     "verl_lambda.ops": 1,
     "verl_lambda.ops.eligibility_trace": 1,
+    "verl_lambda.ops.group_mean": 1,
     "verl_lambda.ops.length_weights": 1,
     # 2 foundations
     "verl_lambda.capabilities": 2,
@@ -62,6 +63,7 @@ MODULE_LAYERS: dict[str, int] = {
     "verl_lambda.cpu.platform": 4,
     "verl_lambda.cpu.sampling": 4,
     "verl_lambda.cpu.vllm_rollout": 4,
+    "verl_lambda.group_mean": 4,
     "verl_lambda.grpo_lambda": 4,
     "verl_lambda.lambda_grpo": 4,
     # 5 patch tables

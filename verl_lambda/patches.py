@@ -20,9 +20,11 @@ from types import ModuleType
 from typing import Any
 
 from verl_lambda import verl_access
-from verl_lambda.hooks import GRPO_LAMBDA_MODE, LAMBDA_GRPO_MODE, wrap, wrap_function
+from verl_lambda.hooks import GROUP_MEAN_MODE, GRPO_LAMBDA_MODE, LAMBDA_GRPO_MODE, wrap, wrap_function
 
 logger = logging.getLogger("verl_lambda")
+
+OUR_AGG_MODES = (LAMBDA_GRPO_MODE, GROUP_MEAN_MODE)  # actor.loss_agg_mode values this plugin owns
 
 # ----------------------------------------------------------------------------------------------------------------
 # Actor config: accept the two modes and their option groups, validated where verl validates the actor.
@@ -69,7 +71,7 @@ def _actor_post_init_with_lambda_modes(original_post_init: Callable) -> Callable
 
     def __post_init__(self) -> None:
         mode = self.loss_agg_mode
-        if mode != LAMBDA_GRPO_MODE:
+        if mode not in OUR_AGG_MODES:
             original_post_init(self)
         else:  # verl checks the mode against a fixed list; validate the rest as for its default mode
             object.__setattr__(self, "loss_agg_mode", "token-mean")
@@ -77,7 +79,7 @@ def _actor_post_init_with_lambda_modes(original_post_init: Callable) -> Callable
                 original_post_init(self)
             finally:
                 object.__setattr__(self, "loss_agg_mode", mode)
-            _check_lambda_grpo_actor(self)
+            _check_actor_for_our_agg_mode(self, mode)
 
     return __post_init__
 
@@ -86,27 +88,30 @@ def _actor_post_init_with_lambda_modes(original_post_init: Callable) -> Callable
 _PIPELINE_FIELDS = ("pipeline_parallel_size", "pipeline_model_parallel_size", "pp_size")
 
 
-def _check_lambda_grpo_actor(config: Any) -> None:
+def _check_actor_for_our_agg_mode(config: Any, mode: str) -> None:
     if config.strategy == "megatron":
+        why = "λ's gradient lives on the last pipeline stage only" if mode == LAMBDA_GRPO_MODE else "untested there"
         raise ValueError(
-            "[verl-lambda] actor_rollout_ref.actor.loss_agg_mode=lambda_grpo is not supported with "
-            "actor.strategy=megatron yet (λ's gradient lives on the last pipeline stage only). "
-            "Use actor.strategy=fsdp or fsdp2."
+            f"[verl-lambda] actor_rollout_ref.actor.loss_agg_mode={mode} is not supported with "
+            f"actor.strategy=megatron yet ({why}). Use actor.strategy=fsdp or fsdp2."
         )
-    # the engine's own option group (``torchtitan``, ``veomni``, ...); ``engine`` is bound to it only after this check
-    for group, options in vars(config).items():
-        for field in _PIPELINE_FIELDS:
-            stages = getattr(options, field, None) or 1
-            if group != "engine" and isinstance(stages, int) and stages > 1:
-                raise ValueError(
-                    f"[verl-lambda] actor_rollout_ref.actor.loss_agg_mode=lambda_grpo is not supported with pipeline "
-                    f"parallelism: actor_rollout_ref.actor.{group}.{field}={stages} (λ's gradient would exist on the "
-                    "last pipeline stage only, and global rank 0 would save a λ that never moved). Set it to 1."
-                )
+    if mode == LAMBDA_GRPO_MODE:
+        # the engine's own option group (``torchtitan``, ``veomni``, ...); ``engine`` is bound to it only after this
+        for group, options in vars(config).items():
+            for field in _PIPELINE_FIELDS:
+                stages = getattr(options, field, None) or 1
+                if group != "engine" and isinstance(stages, int) and stages > 1:
+                    raise ValueError(
+                        f"[verl-lambda] actor_rollout_ref.actor.loss_agg_mode=lambda_grpo is not supported with "
+                        f"pipeline parallelism: actor_rollout_ref.actor.{group}.{field}={stages} (λ's gradient would "
+                        "exist on the last pipeline stage only, and global rank 0 would save a λ that never moved). "
+                        "Set it to 1."
+                    )
     loss_mode = config.policy_loss.get("loss_mode", "vanilla")
     if not _forwards_loss_agg_mode(loss_mode):
+        action = "weight" if mode == LAMBDA_GRPO_MODE else "aggregate"
         raise ValueError(
-            f"[verl-lambda] loss_agg_mode=lambda_grpo cannot weight policy_loss.loss_mode={loss_mode}: in this verl, "
+            f"[verl-lambda] loss_agg_mode={mode} cannot {action} policy_loss.loss_mode={loss_mode}: in this verl, "
             "that loss does not aggregate through agg_loss(loss_agg_mode) (it uses a fixed mode or a plain mean)."
         )
 
@@ -137,11 +142,16 @@ def _forwards_loss_agg_mode(loss_mode: str) -> bool:
 
 def _critic_post_init_refusing_lambda_grpo(original_post_init: Callable) -> Callable:
     def __post_init__(self) -> None:
-        if self.loss_agg_mode == LAMBDA_GRPO_MODE:
+        if self.loss_agg_mode in OUR_AGG_MODES:
+            what = (
+                "λ-GRPO weights the actor's policy loss only"
+                if self.loss_agg_mode == LAMBDA_GRPO_MODE
+                else "its prompt groups exist in the actor's update only"
+            )
             raise ValueError(
-                "[verl-lambda] critic.loss_agg_mode=lambda_grpo: λ-GRPO weights the actor's policy loss only. verl's "
-                "critic inherits actor_rollout_ref.actor.loss_agg_mode unless critic.loss_agg_mode is set; set it "
-                "explicitly, e.g. critic.loss_agg_mode=token-mean."
+                f"[verl-lambda] critic.loss_agg_mode={self.loss_agg_mode}: {what}. verl's critic inherits "
+                "actor_rollout_ref.actor.loss_agg_mode unless critic.loss_agg_mode is set; set it explicitly, e.g. "
+                "critic.loss_agg_mode=token-mean."
             )
         original_post_init(self)
 
@@ -186,9 +196,22 @@ def _agg_loss_with_lambda_grpo(original: Callable) -> Callable:
     return agg_loss
 
 
+def _agg_loss_with_group_mean(original: Callable) -> Callable:
+    from verl_lambda import group_mean
+
+    def agg_loss(loss_mat, loss_mask, loss_agg_mode, *args, **kwargs):
+        if loss_agg_mode != GROUP_MEAN_MODE:
+            return original(loss_mat, loss_mask, loss_agg_mode, *args, **kwargs)
+        return group_mean.agg_loss(original, loss_mat, loss_mask, *args, **kwargs)
+
+    return agg_loss
+
+
 def patch_core_algos(module: ModuleType) -> None:
-    """``verl.trainer.ppo.core_algos``: ``agg_loss`` learns ``lambda_grpo``; ``grpo_lambda`` joins the registry."""
+    """``verl.trainer.ppo.core_algos``: ``agg_loss`` learns ``lambda_grpo`` and ``group-mean-token-mean``;
+    ``grpo_lambda`` joins the registry."""
     wrap_function(module, "agg_loss", _agg_loss_with_lambda_grpo)
+    wrap_function(module, "agg_loss", _agg_loss_with_group_mean)
     if GRPO_LAMBDA_MODE not in module.POLICY_LOSS_REGISTRY:
         from verl_lambda.grpo_lambda import compute_policy_loss_grpo_lambda
 
@@ -207,6 +230,18 @@ def _ppo_loss_with_length_weights(original: Callable) -> Callable:
     return ppo_loss
 
 
+def _ppo_loss_with_group_mean(original: Callable) -> Callable:
+    from verl_lambda import group_mean
+
+    def ppo_loss(config, model_output, data, dp_group=None):
+        if getattr(config, "loss_agg_mode", None) != GROUP_MEAN_MODE:
+            return original(config, model_output, data, dp_group)
+        with group_mean.group_mean_loss(data):
+            return original(config, model_output, data, dp_group)
+
+    return ppo_loss
+
+
 def _get_policy_loss_fn_weighted(original: Callable) -> Callable:
     from verl_lambda import lambda_grpo
 
@@ -217,8 +252,10 @@ def _get_policy_loss_fn_weighted(original: Callable) -> Callable:
 
 
 def patch_losses(module: ModuleType) -> None:
-    """``verl.workers.utils.losses``: ``ppo_loss`` applies λ-GRPO's weights to its policy-gradient term only."""
+    """``verl.workers.utils.losses``: ``ppo_loss`` applies λ-GRPO's weights to its policy-gradient term only, and
+    hands the group token mean its rows' group counts."""
     wrap_function(module, "ppo_loss", _ppo_loss_with_length_weights)
+    wrap_function(module, "ppo_loss", _ppo_loss_with_group_mean)
     # Only this module's name is wrapped: the weights must reach the policy loss that ppo_loss calls, and no other.
     wrap(module, "get_policy_loss_fn", _get_policy_loss_fn_weighted)
 
@@ -254,6 +291,30 @@ def _train_batch_with_lambda_step(original: Callable) -> Callable:
         wrap(self.engine, "optimizer_step", _optimizer_step_then_lambda)  # this engine instance only, once
         with lambda_grpo.active_lambda(state):
             return original(self, data)  # λ steps inside, right after the model's optimizer step
+
+    return train_batch
+
+
+def _train_mini_batch_with_group_tokens(original: Callable) -> Callable:
+    from verl_lambda import group_mean
+
+    def train_mini_batch(self, data):
+        if group_mean.uses_group_mean(self):
+            group_mean.attach_group_tokens(data, self.engine.get_data_parallel_group())
+        return original(self, data)
+
+    return train_mini_batch
+
+
+def _train_batch_with_group_count(original: Callable) -> Callable:
+    from verl_lambda import group_mean
+
+    def train_batch(self, data):
+        if not group_mean.uses_group_mean(self):
+            return original(self, data)
+        n_groups = group_mean.mini_batch_groups(data, self.engine.get_data_parallel_group())
+        with group_mean.active_groups(n_groups):
+            return original(self, data)
 
     return train_batch
 
@@ -319,6 +380,8 @@ def patch_engine_workers(module: ModuleType) -> None:
     worker = module.TrainingWorker
     wrap(worker, "train_mini_batch", _train_mini_batch_with_groups)
     wrap(worker, "train_batch", _train_batch_with_lambda_step)
+    wrap(worker, "train_mini_batch", _train_mini_batch_with_group_tokens)
+    wrap(worker, "train_batch", _train_batch_with_group_count)
     wrap(worker, "save_checkpoint", _save_checkpoint_with_lambda)
     wrap(worker, "load_checkpoint", _load_checkpoint_with_lambda)
 
