@@ -44,6 +44,7 @@ def test_loaded_by_import_verl_and_cheap():
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.e2e  # starts Ray
 def test_loaded_in_ray_workers():
     result = run_python(
         """

@@ -165,6 +165,7 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.mark.e2e  # starts Ray
 def test_vllm_weight_sync_that_fails_in_the_worker_ends_with_its_error(ray_cluster, tiny_model_dir, monkeypatch):
     """verl's ServerAdapter against a server whose receiver fails: the sync raises that failure in bounded time."""
     from verl.workers.config import HFModelConfig, RolloutConfig
