@@ -229,8 +229,7 @@ def test_unsupported_verl_applies_no_patch_and_names_the_missing_piece():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "verl-lambda was tested with verl 0.0.1; the installed verl 0.9" in result.stderr
     assert "verl.trainer.ppo.core_algos.agg_loss_v2: agg_loss_v2 not found" in result.stderr
-    for mode in ("lambda_grpo", "group-mean-token-mean"):
-        assert f"REFUSED: {mode} verl-lambda is installed but failed to load" in result.stdout
+    assert "REFUSED: verl-lambda is installed but failed to load" in result.stdout
     assert "agg_loss_v2" in result.stdout
 
 
