@@ -9,6 +9,7 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
 
 
+@pytest.mark.e2e  # a process running the benchmark on verl's loss
 @pytest.mark.timeout(400)
 def test_bench_quick_reports_every_case():
     result = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=360)

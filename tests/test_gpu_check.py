@@ -67,6 +67,7 @@ def assert_costs_reported(report: dict) -> None:
     assert "cost/trace_vs_dense T=512" in names
 
 
+@pytest.mark.e2e  # a process running verl's engine
 @pytest.mark.timeout(300)
 def test_gpu_check_on_cpu_with_verl(tmp_path):
     report = run_check(tmp_path)

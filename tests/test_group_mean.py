@@ -246,26 +246,30 @@ def test_trains_like_token_mean_when_groups_have_equal_token_counts(tiny_model_d
     assert other["steps"][0]["grad_norm"] != pytest.approx(plain["steps"][0]["grad_norm"], rel=1e-3)
 
 
-def test_invariant_to_micro_batch_size_and_data_parallel_degree(tiny_model_dir, process_group):
-    """Groups scattered over micro-batches and ranks: the same update. Two mini-batches per step on one rank (a
-    group split between them counts in each by its share); one per step across ranks (verl's dispatch gives each
-    rank a contiguous share, so with two ranks a mini-batch would hold other rows than on one rank)."""
+def same_updates(results, reference):
+    for name, steps in results.items():
+        for got, want in zip(steps, reference, strict=True):
+            assert sum(got["pg_loss"]) == pytest.approx(sum(want["pg_loss"]), rel=1e-5, abs=1e-7), name
+            assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-5), name
 
-    def same(results, reference):
-        for name, steps in results.items():
-            for got, want in zip(steps, reference, strict=True):
-                assert sum(got["pg_loss"]) == pytest.approx(sum(want["pg_loss"]), rel=1e-5, abs=1e-7), name
-                assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-5), name
 
+def test_invariant_to_micro_batch_size(tiny_model_dir, process_group):
+    """Groups scattered over micro-batches and two mini-batches per step (a group split between them counts in each
+    by its share): the same update."""
     micro_batches = {}
     for micro in (1, 2, 8):
         overrides = [f"{MODE}={GROUP_MEAN_MODE}", f"{MICRO}={micro}"]
         micro_batches[micro] = run(spec(tiny_model_dir, overrides, steps=2, shuffle_seed=1, mini_batch=8))["steps"]
-    same(micro_batches, micro_batches[8])
+    same_updates(micro_batches, micro_batches[8])
 
+
+@pytest.mark.e2e  # gloo ranks: processes running verl's actor worker
+def test_invariant_to_data_parallel_degree(tiny_model_dir, process_group):
+    """Groups scattered over two ranks, one mini-batch per step (verl's dispatch gives each rank a contiguous share,
+    so with two mini-batches a mini-batch would hold other rows on two ranks than on one)."""
     one_rank = run(spec(tiny_model_dir, [f"{MODE}={GROUP_MEAN_MODE}", f"{MICRO}=4"], steps=2, shuffle_seed=1))
     two_ranks = [f"{MODE}={GROUP_MEAN_MODE}", f"{MICRO}=2"]
     rank0, rank1 = launch_ranks(spec(tiny_model_dir, two_ranks, steps=2, shuffle_seed=1), 2)
     for a, b in zip(rank0["steps"], rank1["steps"], strict=True):  # verl reduces both metrics over the ranks
         assert (a["pg_loss"], a["grad_norm"]) == (b["pg_loss"], b["grad_norm"])
-    same({"2 ranks": rank0["steps"]}, one_rank["steps"])
+    same_updates({"2 ranks": rank0["steps"]}, one_rank["steps"])

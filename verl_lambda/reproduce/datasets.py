@@ -228,7 +228,7 @@ TRAIN_SPECS: dict[str, DatasetSpec] = {
 
 # Training sets selectable by name (TRAIN=... in the launchers), each a list of TRAIN_SPECS combined in one file.
 TRAIN_SETS: dict[str, tuple[str, ...]] = {
-    "math": ("math",),  # default: see README.md ("Reproduce the papers"), "Training set"
+    "math": ("math",),  # default: docs/reproduce.md, "Data"
     "math_lvl3to5": ("math_lvl3to5",),
     "simplerl_zoo_hard": ("simplerl_zoo_hard",),  # SimpleRL-Zoo's data, for comparisons with its published rows
     "gsm8k_math": ("gsm8k_train", "math"),  # exactly the data of verl's GRPO math example scripts

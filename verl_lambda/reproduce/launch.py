@@ -474,7 +474,7 @@ def train_launch(size: str, env: Mapping[str, str], extra: Sequence[str] = ()) -
         f"trainer.project_name={_env(env, 'PROJECT', 'verl_lambda_reproduce')}",
         f"trainer.experiment_name={experiment}",
         f"trainer.n_gpus_per_node={gpus}",
-        f"trainer.nnodes={nnodes}",  # a Ray cluster started beforehand for NNODES > 1 (README: multi-node)
+        f"trainer.nnodes={nnodes}",  # a Ray cluster started beforehand for NNODES > 1 (docs/reproduce.md, "Multi-node")
         f"trainer.default_local_dir={out_dir / 'checkpoints'}",
         "trainer.resume_mode=auto",  # verl default: rerunning the same command resumes from the last checkpoint
         f"trainer.validation_data_dir={out_dir / 'validation'}",  # per-problem results: <step>.jsonl
@@ -886,7 +886,7 @@ def run(launch: Launch, dry_run: bool, python: str = sys.executable) -> int:
     if launch.record["settings"]["checker"] == "math_verify":
         from verl_lambda.reproduce.verify import require_math_verify
 
-        require_math_verify()  # here, before minutes of Ray start-up; every node needs it (README)
+        require_math_verify()  # before minutes of Ray start-up; every node needs it (docs/reproduce.md)
     launch.out_dir.mkdir(parents=True, exist_ok=True)
     for description, step in launch.steps:
         print(f"{TAG} {description}", file=sys.stderr)
