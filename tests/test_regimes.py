@@ -9,22 +9,18 @@ import json
 from pathlib import Path
 
 import pytest
+from gpu_node import compose_as_on_a_gpu_node
 from omegaconf import OmegaConf
 
 from verl_lambda.reproduce import cost, pages, regimes
 from verl_lambda.reproduce import launch as launcher
-from verl_lambda.reproduce.compose import compose as compose_config
 from verl_lambda.reproduce.regimes import REGIMES, SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = ("1.5b", "3b", "7b")
 
 
-def compose(overrides):
-    """As a GPU node's main_ppo composes it (this test process runs on the cpu platform, conftest.py)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("VERL_PLATFORM", raising=False)
-        return compose_config(overrides)
+compose = compose_as_on_a_gpu_node
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from gpu_node import compose_as_on_a_gpu_node
 from omegaconf import DictConfig, OmegaConf
 
 from verl_lambda.config import GRPOLambdaConfig, LambdaGRPOConfig
@@ -32,7 +33,6 @@ from verl_lambda.presets import overrides as algo_overrides
 from verl_lambda.reproduce import launch as launcher
 from verl_lambda.reproduce import published, report
 from verl_lambda.reproduce.compose import HEADER
-from verl_lambda.reproduce.compose import compose as compose_config
 from verl_lambda.reproduce.datasets import (
     ALL_SPECS,
     DEFAULT_PROMPT,
@@ -666,11 +666,7 @@ def select(config: DictConfig, key: str):
 
 
 def compose(overrides: list[str]) -> DictConfig:
-    """The config as a GPU node's main_ppo composes it: this test process runs on verl-lambda's cpu platform
-    (conftest.py), whose config hooks would otherwise apply to the vLLM rollout."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("VERL_PLATFORM", raising=False)
-        return compose_config(overrides)
+    return compose_as_on_a_gpu_node(overrides)
 
 
 @pytest.fixture(scope="module")
