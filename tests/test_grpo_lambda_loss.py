@@ -14,14 +14,13 @@ from verl_lambda.ops.eligibility_trace import trace_mass
 MODES = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
 
 
-def actor(agg="token-mean", dp_size=1, **options):
+def actor(agg="token-mean", dp_size=1, clip=None, **options):
     config = FSDPActorConfig(
         strategy="fsdp",
         rollout_n=2,
         ppo_micro_batch_size_per_gpu=2,
         loss_agg_mode=agg,
-        clip_ratio_low=0.2,
-        clip_ratio_high=0.28,
+        **({"clip_ratio_low": 0.2, "clip_ratio_high": 0.28} | (clip or {})),
         policy_loss=PolicyLossConfig(loss_mode="grpo_lambda", grpo_lambda=options),
     )
     config.global_batch_info.update(
@@ -215,3 +214,67 @@ def test_the_loss_under_autocast_equals_its_float64_value(dtype, style, variant)
     assert abs(loss.item() - want.item()) <= 1e-5 * abs(want.item())
     scale = want_grad.abs().amax(-1)
     assert ((grad.double() - want_grad).abs().amax(-1) <= 1e-5 * scale).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pinned by mutation testing (docs/mutation): clip settings, metrics at their edges, the clamp's value.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_lower_clip_ratio_of_its_own_is_verls():
+    """``clip_ratio_low`` differs from ``clip_ratio`` (the fixture's 0.2 equals the default ``clip_ratio``)."""
+    old, log_prob, advantages, mask = inputs(seed=3, spread=2.0)
+    config = actor(lam=0.0, neg_adv_clamp=None, clip={"clip_ratio_low": 0.05, "clip_ratio_high": 0.3})
+    ours = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "token-mean", config)
+    verls = loss_and_grad(VANILLA, old, log_prob, advantages, mask, "token-mean", config)
+    assert torch.equal(ours[0], verls[0]) and torch.equal(ours[1], verls[1])
+    symmetric = actor(lam=0.0, neg_adv_clamp=None, clip={"clip_ratio_low": 0.2, "clip_ratio_high": 0.3})
+    assert not torch.equal(
+        loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "token-mean", symmetric)[0], ours[0]
+    )
+
+
+@pytest.mark.parametrize("bound", [1.0, 1.5])
+def test_the_dual_clip_bound_must_exceed_one_as_in_verl(bound):
+    old, log_prob, advantages, mask = inputs(seed=4)
+    config = actor(lam=0.0, neg_adv_clamp=None, clip={"clip_ratio_c": bound})
+    if bound <= 1.0:
+        with pytest.raises(ValueError, match="clip_ratio_c"):
+            GRPO_LAMBDA(old, log_prob, advantages, mask, "token-mean", config)
+        return
+    ours = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "token-mean", config)
+    verls = loss_and_grad(VANILLA, old, log_prob, advantages, mask, "token-mean", config)
+    assert torch.equal(ours[0], verls[0])
+
+
+def test_an_infinite_log_ratio_enters_the_trace_as_20():
+    """verl's clamp is ±20: the trace of the token holding +inf is exactly 20 (trace_max), not 19 or 21."""
+    old, log_prob, advantages, mask = inputs(seed=5, spread=0.01)
+    old = old.clone()
+    old[1, 0] = -math.inf  # log_prob - old = +inf at a valid token
+    _, _, metrics = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "token-mean", actor(lam=0.0))
+    assert metrics["actor/grpo_lambda/trace_max"] == 20.0
+
+
+def test_trace_max_is_the_largest_magnitude_of_either_sign():
+    old, log_prob, advantages, mask = inputs(seed=6, spread=0.0)
+    old = log_prob.detach() + 0.5  # every log-ratio is -0.5: the trace is negative everywhere
+    _, _, metrics = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "token-mean", actor(lam=0.9))
+    from verl_lambda.ops.eligibility_trace import traced_log_ratio
+
+    trace = traced_log_ratio(log_prob.detach() - old, mask, 0.9 * 1.0, "recent")
+    assert trace.max() <= 0
+    assert metrics["actor/grpo_lambda/trace_max"] == pytest.approx(float(trace.abs().max()))
+
+
+@pytest.mark.parametrize("valid", [0, 1])
+def test_metrics_of_a_micro_batch_with_one_or_no_valid_token(valid):
+    """Shares and means divide by the valid tokens: one token is its own mean, none gives 0 (not NaN)."""
+    old, log_prob, advantages, mask = inputs(seed=7)
+    mask = torch.zeros_like(mask)
+    mask[2, 4] = float(valid)
+    advantages = torch.full_like(advantages, -1.0)  # clamped wherever valid
+    old = log_prob.detach() - 0.3
+    _, _, metrics = loss_and_grad(GRPO_LAMBDA, old, log_prob, advantages, mask, "token-mean", actor(lam=0.0))
+    assert metrics["actor/grpo_lambda/clamped_adv_frac"] == float(valid)
+    assert metrics["actor/grpo_lambda/trace_mean"] == pytest.approx(0.3 * valid)
