@@ -41,6 +41,7 @@ exec "$VENV/bin/python" -m pytest -p no:cacheprovider \
   tests/test_grpo_lambda_loss.py \
   tests/test_lambda_grpo_engine.py \
   tests/test_lambda_grpo_validation.py \
+  tests/test_group_mean.py \
   tests/test_cluster_path.py \
   tests/test_config.py \
   "tests/test_e2e.py::test_lambda_grpo_trains_v1" \
