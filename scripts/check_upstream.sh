@@ -175,6 +175,14 @@ if [ "${CHECK_UPSTREAM_E2E:-1}" = 1 ]; then
   step "$(tail -1 "$BUILD/e2e.log")"
 fi
 
+# the series' new tests (run on 0.9.1 below, and on 0.9.0)
+NEW_TESTS=(
+  tests/workers/test_loss_params_on_cpu.py
+  tests/trainer/ppo/test_lambda_grpo_on_cpu.py
+  tests/trainer/ppo/test_grpo_lambda_on_cpu.py
+  tests/trainer/ppo/test_group_mean_token_mean_on_cpu.py
+)
+
 # 10. verl 0.9.0 too: the code patches on its sdist, and the series' new tests there (CHECK_UPSTREAM_090=0 skips it)
 if [ "${CHECK_UPSTREAM_090:-1}" = 1 ]; then
   OLD_VERSION=0.9.0
@@ -196,7 +204,7 @@ if [ "${CHECK_UPSTREAM_090:-1}" = 1 ]; then
   for i in "${!PATCHES[@]}"; do
     [ "${KINDS[$i]}" = tree ] || continue
     patch="${PATCHES[$i]}"
-    if ! old_tree am -q --keep-non-patch "$ROOT/$patch" 2>/dev/null; then
+    if ! old_tree am -q --keep-non-patch "$ROOT/$patch" >/dev/null 2>&1; then
       # the series is made against 0.9.1: a hunk whose surrounding lines differ in 0.9.0 applies with 1 line of context
       old_tree am --abort
       old_tree am -q -C1 --keep-non-patch "$ROOT/$patch" || fail "$(basename "$patch") does not apply to verl $OLD_VERSION"
@@ -213,25 +221,25 @@ if [ "${CHECK_UPSTREAM_090:-1}" = 1 ]; then
   found=$(cd /tmp && "${OLD_ENV[@]}" "$PY" -c 'import verl, os; print(verl.__version__, os.path.dirname(verl.__file__))')
   [ "$found" = "$OLD_VERSION $OLD_TREE/verl" ] || fail "import verl finds $found, not the patched verl $OLD_VERSION"
   # verl 0.9.0's gspo aggregates with seq-mean-token-mean whatever loss_agg_mode says (0.9.1's follows it): the series'
-  # declaration that gspo takes token weights holds on 0.9.1 only, and this case must fail on 0.9.0
-  GSPO_CASE="tests/trainer/ppo/test_lambda_grpo_on_cpu.py::test_every_policy_loss_is_weighted_or_refused[gspo-token-mean]"
+  # declaration that gspo takes token weights holds on 0.9.1 only, and these cases must fail on 0.9.0
+  GSPO_CASES="tests/trainer/ppo/test_group_mean_token_mean_on_cpu.py::test_every_term_of_ppo_loss_is_the_group_token_mean[gspo]
+tests/trainer/ppo/test_lambda_grpo_on_cpu.py::test_every_policy_loss_is_weighted_or_refused[gspo-token-mean]"
   # the slowest case (two gloo ranks, about 25 s) runs on 0.9.1 only
   SLOW_CASE="tests/workers/test_loss_params_on_cpu.py::test_gradients_are_averaged_over_the_data_parallel_group"
   old_pytest() {
     (cd "$OLD_TREE" && "${OLD_ENV[@]}" "$PY" -m pytest -q -c /dev/null --rootdir "$OLD_TREE" -p no:cacheprovider \
       -p no:randomly -o asyncio_mode=auto --disable-warnings -W ignore::DeprecationWarning "$@")
   }
-  summary=$(old_pytest -rf tests/workers/test_loss_params_on_cpu.py tests/trainer/ppo/test_lambda_grpo_on_cpu.py \
-    tests/trainer/ppo/test_grpo_lambda_on_cpu.py --deselect "$SLOW_CASE" 2>&1) && rc=0 || rc=$?
-  failed=$(echo "$summary" | sed -n 's/^FAILED \([^ ]*\).*/\1/p')
-  if [ "$rc" != 1 ] || [ "$failed" != "$GSPO_CASE" ]; then
+  summary=$(old_pytest -rf "${NEW_TESTS[@]}" --deselect "$SLOW_CASE" 2>&1) && rc=0 || rc=$?
+  failed=$(echo "$summary" | sed -n 's/^FAILED \([^ ]*\).*/\1/p' | sort)
+  if [ "$rc" != 1 ] || [ "$failed" != "$GSPO_CASES" ]; then
     echo "$summary" | tail -30
-    [ "$rc" = 0 ] && fail "verl $OLD_VERSION: $GSPO_CASE passes: its gspo follows loss_agg_mode now; drop the expected failure"
-    fail "the series' new tests on verl $OLD_VERSION"
+    [ "$rc" = 0 ] && fail "verl $OLD_VERSION: the gspo cases pass: its gspo follows loss_agg_mode now; drop the expected failures"
+    fail "the series' new tests on verl $OLD_VERSION (expected to fail: exactly $GSPO_CASES)"
   fi
   step "verl $OLD_VERSION: $(echo "$summary" | tail -1)"
-  step "verl $OLD_VERSION: the one failure is the expected one: gspo with lambda_grpo.base=token-mean (0.9.0's gspo" \
-    "ignores loss_agg_mode; see upstream/README.md)"
+  step "verl $OLD_VERSION: the failures are the expected two: gspo with lambda_grpo.base=token-mean and with" \
+    "group-mean-token-mean (0.9.0's gspo ignores loss_agg_mode; see upstream/README.md)"
 fi
 
 # 11. verl's own CPU tests of the touched areas, and the series' new tests
@@ -246,11 +254,6 @@ VERL_TESTS=(
   tests/trainer/ppo/test_metric_utils_on_cpu.py
   tests/trainer/test_multi_trajectories_advantage_on_cpu.py
   tests/test_base_config_on_cpu.py
-)
-NEW_TESTS=(
-  tests/workers/test_loss_params_on_cpu.py
-  tests/trainer/ppo/test_lambda_grpo_on_cpu.py
-  tests/trainer/ppo/test_grpo_lambda_on_cpu.py
 )
 step "$(($(date +%s) - start))s so far; pytest of ${#VERL_TESTS[@]} verl test files and ${#NEW_TESTS[@]} new ones"
 cd "$TREE"
