@@ -11,6 +11,7 @@
 #                                                            # and run verl's own sanity scripts there
 #   CHECK_UPSTREAM_E2E=0 bash scripts/check_upstream.sh      # skip the CPU run of verl's FSDP2 actor with the
 #                                                            # series (upstream/e2e_cpu.py, about 20-40 s)
+#   CHECK_UPSTREAM_090=0 bash scripts/check_upstream.sh      # skip the series' new tests on verl 0.9.0 (about 45 s)
 #
 # Work happens in build/upstream/ (ignored by git): the sdist (downloaded once), verl/ (the sdist as a git repo with
 # the series applied as commits, kept after the run, see upstream/README.md to refresh the series) and venv/ (its own
@@ -174,7 +175,69 @@ if [ "${CHECK_UPSTREAM_E2E:-1}" = 1 ]; then
   step "$(tail -1 "$BUILD/e2e.log")"
 fi
 
-# 10. verl's own CPU tests of the touched areas, and the series' new tests
+# the series' new tests (run on 0.9.1 below, and on 0.9.0)
+NEW_TESTS=(
+  tests/workers/test_loss_params_on_cpu.py
+  tests/trainer/ppo/test_lambda_grpo_on_cpu.py
+  tests/trainer/ppo/test_grpo_lambda_on_cpu.py
+  tests/trainer/ppo/test_group_mean_token_mean_on_cpu.py
+)
+
+# 10. verl 0.9.0 too: the code patches on its sdist, and the series' new tests there (CHECK_UPSTREAM_090=0 skips it)
+if [ "${CHECK_UPSTREAM_090:-1}" = 1 ]; then
+  OLD_VERSION=0.9.0
+  OLD_SHA256=41a7ebff5482a94fe1b0311ec48825fcb10123f9420801ca1b8e7e1d122f3f12
+  OLD_SDIST="$BUILD/sdist/verl-$OLD_VERSION.tar.gz"
+  OLD_TREE="$BUILD/verl-$OLD_VERSION-series"
+  if [ ! -f "$OLD_SDIST" ]; then
+    step "downloading the verl==$OLD_VERSION sdist"
+    "$PY" -m pip download --quiet --disable-pip-version-check --no-binary :all: --no-deps "verl==$OLD_VERSION" \
+      -d "$BUILD/sdist"
+  fi
+  echo "$OLD_SHA256  $OLD_SDIST" | sha256sum --check --quiet - || fail "$OLD_SDIST is not verl $OLD_VERSION's sdist (sha256)"
+  rm -rf "$OLD_TREE" "$BUILD/verl-$OLD_VERSION"
+  tar --no-same-owner -xzf "$OLD_SDIST" -C "$BUILD"
+  mv "$BUILD/verl-$OLD_VERSION" "$OLD_TREE"
+  old_tree() { git -C "$OLD_TREE" -c user.name=check_upstream -c user.email=check_upstream@localhost -c commit.gpgsign=false "$@"; }
+  old_tree init -q && old_tree add -A && old_tree commit -q -m "verl $OLD_VERSION sdist"
+  reduced=()
+  for i in "${!PATCHES[@]}"; do
+    [ "${KINDS[$i]}" = tree ] || continue
+    patch="${PATCHES[$i]}"
+    if ! old_tree am -q --keep-non-patch "$ROOT/$patch" >/dev/null 2>&1; then
+      # the series is made against 0.9.1: a hunk whose surrounding lines differ in 0.9.0 applies with 1 line of context
+      old_tree am --abort
+      old_tree am -q -C1 --keep-non-patch "$ROOT/$patch" || fail "$(basename "$patch") does not apply to verl $OLD_VERSION"
+      reduced+=("$(basename "$patch" | cut -c1-4)")
+    fi
+  done
+  step "the code patches apply to verl $OLD_VERSION${reduced[*]:+ (with 1 line of context: ${reduced[*]})}"
+  # verl 0.9.0 imports flash_attn for its padding helpers even on CPU: pure-torch stand-ins (verl-lambda's CPU ones)
+  mkdir -p "$BUILD/shim-$OLD_VERSION/flash_attn"
+  : >"$BUILD/shim-$OLD_VERSION/flash_attn/__init__.py"
+  echo "from verl_lambda.cpu.padding import index_first_axis, pad_input, rearrange, unpad_input  # noqa: F401" \
+    >"$BUILD/shim-$OLD_VERSION/flash_attn/bert_padding.py"
+  OLD_ENV=(env PYTHONPATH="$BUILD/shim-$OLD_VERSION:$OLD_TREE:$ROOT")
+  found=$(cd /tmp && "${OLD_ENV[@]}" "$PY" -c 'import verl, os; print(verl.__version__, os.path.dirname(verl.__file__))')
+  [ "$found" = "$OLD_VERSION $OLD_TREE/verl" ] || fail "import verl finds $found, not the patched verl $OLD_VERSION"
+  # the slowest cases (two gloo ranks each, 25-35 s) run on 0.9.1 only
+  SLOW_CASES=(
+    --deselect "tests/workers/test_loss_params_on_cpu.py::test_gradients_are_averaged_over_the_data_parallel_group"
+    --deselect "tests/trainer/ppo/test_group_mean_token_mean_on_cpu.py::test_groups_split_across_ranks_get_the_counts_of_the_whole_step"
+  )
+  old_pytest() {
+    (cd "$OLD_TREE" && "${OLD_ENV[@]}" "$PY" -m pytest -q -c /dev/null --rootdir "$OLD_TREE" -p no:cacheprovider \
+      -p no:randomly -o asyncio_mode=auto --disable-warnings -W ignore::DeprecationWarning "$@")
+  }
+  summary=$(old_pytest -rf "${NEW_TESTS[@]}" "${SLOW_CASES[@]}" 2>&1) && rc=0 || rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "$summary" | tail -30
+    fail "the series' new tests on verl $OLD_VERSION"
+  fi
+  step "verl $OLD_VERSION: $(echo "$summary" | tail -1)"
+fi
+
+# 11. verl's own CPU tests of the touched areas, and the series' new tests
 VERL_TESTS=(
   tests/trainer/ppo/test_core_algos_on_cpu.py
   tests/trainer/ppo/test_dynamic_policy_losses_on_cpu.py
@@ -186,11 +249,6 @@ VERL_TESTS=(
   tests/trainer/ppo/test_metric_utils_on_cpu.py
   tests/trainer/test_multi_trajectories_advantage_on_cpu.py
   tests/test_base_config_on_cpu.py
-)
-NEW_TESTS=(
-  tests/workers/test_loss_params_on_cpu.py
-  tests/trainer/ppo/test_lambda_grpo_on_cpu.py
-  tests/trainer/ppo/test_grpo_lambda_on_cpu.py
 )
 step "$(($(date +%s) - start))s so far; pytest of ${#VERL_TESTS[@]} verl test files and ${#NEW_TESTS[@]} new ones"
 cd "$TREE"

@@ -316,6 +316,10 @@ def test_a_verl_that_ships_the_methods_gets_only_the_cpu_backend(tmp_path):
     assert not hooks.methods_built_in(str(tmp_path))
     core_algos.write_text(core_algos.read_text() + '@register_policy_loss("grpo_lambda")\ndef b(): ...\n')
     assert hooks.methods_built_in(str(tmp_path))
+    core_algos.write_text(
+        core_algos.read_text().replace('("grpo_lambda")', '("grpo_lambda", takes_token_weights=True)')
+    )
+    assert hooks.methods_built_in(str(tmp_path))
 
 
 def test_the_cpu_backends_loss_wrapper_passes_on_what_a_later_verl_adds(monkeypatch):

@@ -1,4 +1,4 @@
-"""The patched verl's own FSDP2 actor worker, on CPU, training with the series' two methods.
+"""The patched verl's own FSDP2 actor worker, on CPU, training with the series' methods.
 
     VERL_USE_EXTERNAL_PLUGINS=none PYTHONPATH=<repo> build/upstream/venv/bin/python upstream/e2e_cpu.py
 
@@ -10,7 +10,9 @@ fed as verl's trainers feed them:
 1. ``loss_agg_mode=lambda_grpo``: λ is built by the actor, learned (longer responses score higher, so λ rises),
    reported in the step's metrics, saved as ``loss_params.pt`` with the checkpoint and restored by a new worker;
 2. a frozen λ = 0 trains bitwise like ``loss_agg_mode=seq-mean-token-mean`` (parameters after one step);
-3. ``policy_loss.loss_mode=grpo_lambda`` combined with ``lambda_grpo`` trains and reports its metrics.
+3. ``policy_loss.loss_mode=grpo_lambda`` combined with ``lambda_grpo`` trains and reports its metrics;
+4. ``loss_agg_mode=group-mean-token-mean`` trains through the worker's group counts (attached per step, the
+   mini-batch's group count per mini-batch) and, with equal group token counts, like ``token-mean``.
 """
 
 from __future__ import annotations
@@ -104,6 +106,12 @@ def main() -> int:
     )
     assert "actor/grpo_lambda/trace_mean" in metrics[-1] and "lambda_grpo/lambda" in metrics[-1]
     print("grpo_lambda with lambda_grpo: trained, metrics reported")
+
+    # every group of batch() holds 3 + 6 + 9 + 12 = 30 tokens: the group token mean is token-mean
+    group_mean, _ = train(model_dir, ["actor_rollout_ref.actor.loss_agg_mode=group-mean-token-mean"], steps=1)
+    token_mean, _ = train(model_dir, ["actor_rollout_ref.actor.loss_agg_mode=token-mean"], steps=1)
+    torch.testing.assert_close(group_mean.flat_params(), token_mean.flat_params(), rtol=1e-5, atol=1e-6)
+    print("group-mean-token-mean with equal group token counts: parameters equal to token-mean's after one step")
     print("e2e: verl's FSDP2 actor trains with the series on CPU")
     return 0
 

@@ -39,6 +39,51 @@ UV_COMMAND = re.compile(r"""(?:^|[\s;&|(="'])uv\s+(?:-\S+\s+)*(?:run|sync|pip|lo
 UV_GATE = re.compile(r"""^\s*if .*\$\{VERL_USE_UV:-1\}.*\[\s*"\$\{DEVICE:-gpu\}"\s*=\s*gpu\s*\]""")
 
 
+# verl's PR title rule (tests/special_sanity/check_pr_title.py, .github/workflows/check-pr-title.yml) and template
+PR_MODULES = (
+    "fsdp megatron veomni sglang vllm trtllm rollout trainer tests training_utils recipe hardware deployment ray "
+    "worker single_controller misc docker ci perf model algo env tool ckpt doc data cfg reward fully_async one_step_off"
+).split()
+PR_TYPES = ("feat", "fix", "refactor", "chore", "test")
+PR_SECTIONS = (
+    "### What does this PR do?",
+    "### Checklist Before Starting",
+    "### Test",
+    "### API and Usage Example",
+    "### Design & Code Changes",
+    "### Checklist Before Submitting",
+)
+
+
+def pr_shape(path: Path, number: int, total: int) -> list[str]:
+    """A patch's message as a PR description: ``[n/N] [modules] type: description`` passing verl's title check, the
+    template's sections in order, a search link, and whether its runs were CPU-only."""
+    text = path.read_text(encoding="utf-8")
+    head, _, rest = text.partition("\n\n")
+    subject = re.search(r"^Subject: (.*(?:\n .*)*)", head, re.MULTILINE).group(1).replace("\n", "")
+    subject = re.sub(r"\s+", " ", re.sub(r"^\[PATCH[^\]]*\]\s*", "", subject)).strip()
+    body = rest.split("\n---\n", 1)[0]
+    problems = []
+    order = re.match(r"^\[(\d)/(\d)\]\s*(.+)$", subject)
+    if not order or (int(order.group(1)), int(order.group(2))) != (number, total):
+        problems.append(f"{path.name}: the title must start with [{number}/{total}] (the order): {subject!r}")
+    core = order.group(3) if order else subject
+    title = re.match(r"^\[([a-z_,\s]+)\]\s+(" + "|".join(PR_TYPES) + r"):\s+.+$", core, re.IGNORECASE)
+    if not title or any(m not in PR_MODULES for m in re.findall(r"[a-z_]+", title.group(1).lower())):
+        problems.append(f"{path.name}: the title fails verl's check_pr_title.py: {core!r}")
+    found = [re.search(rf"^{re.escape(section)}$", body, re.MULTILINE) for section in PR_SECTIONS]
+    positions = [match.start() if match else -1 for match in found]
+    if -1 in positions or positions != sorted(positions):
+        problems.append(
+            f"{path.name}: the message lacks verl's PR template sections in order ({', '.join(PR_SECTIONS)})"
+        )
+    if "github.com/verl-project/verl/pulls?q=" not in body:
+        problems.append(f"{path.name}: no search link for similar PRs (Checklist Before Starting)")
+    if "CPU only" not in body:
+        problems.append(f"{path.name}: the Test section does not say which runs were CPU-only")
+    return problems
+
+
 @dataclass
 class Patch:
     path: Path
@@ -135,6 +180,8 @@ def _uv_outside_gate(lines: list[str]) -> list[int]:
 
 def sanity(tree: Path, paths: list[Path]) -> list[str]:
     problems = []
+    for number, path in enumerate(paths, start=1):
+        problems += pr_shape(path, number, len(paths))
     for patch in map(parse, paths):
         for name in patch.files:
             file = tree / name

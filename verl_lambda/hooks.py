@@ -264,8 +264,9 @@ def methods_built_in(verl_root: str) -> bool:
         source = (Path(verl_root) / "trainer" / "ppo" / "core_algos.py").read_text(encoding="utf-8")
     except OSError:
         return False
+    # the registration may carry options after the name (the series' ``takes_token_weights=True``)
     return (
-        f'register_agg_loss("{LAMBDA_GRPO_MODE}")' in source and f'register_policy_loss("{GRPO_LAMBDA_MODE}")' in source
+        f'register_agg_loss("{LAMBDA_GRPO_MODE}"' in source and f'register_policy_loss("{GRPO_LAMBDA_MODE}"' in source
     )
 
 
