@@ -3,14 +3,16 @@
     python upstream/port_ops.py VERL_TREE            # write the modules into VERL_TREE
     python upstream/port_ops.py VERL_TREE --check    # exit 1 (and show a diff) if VERL_TREE's copies differ
 
-The only change is verl's license header on top. ``scripts/check_upstream.sh`` runs ``--check`` on the tree it
-patched, so a change of ``verl_lambda/ops`` that the series does not carry yet is reported.
+The only changes are verl's license header on top and no ``Layer N (...)`` line in the docstring (the plugin's
+layering, ``verl_lambda/layers.py``, means nothing in verl). ``scripts/check_upstream.sh`` runs ``--check`` on the
+tree it patched, so a change of ``verl_lambda/ops`` that the series does not carry yet is reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 from pathlib import Path
 
@@ -39,7 +41,8 @@ LICENSE = """\
 
 def ported(source: Path) -> str:
     """The verl module made from one of our ops modules."""
-    return LICENSE + source.read_text(encoding="utf-8")
+    text = re.sub(r"\n\nLayer \d+ \([^)]*\)\.\n", "\n", source.read_text(encoding="utf-8"), count=1)
+    return LICENSE + text
 
 
 def main(argv: list[str] | None = None) -> int:
