@@ -254,3 +254,13 @@ def test_decayed_cumsum_with_exactly_two_chunks():
             running = 0.7 * running + x[:, t]
             want[:, t] = running
         torch.testing.assert_close(decayed_cumsum(x, 0.7, reverse=reverse, chunk=8), want)
+
+
+def test_a_new_byte_cache_counts_exactly_what_it_holds():
+    from verl_lambda.ops.eligibility_trace import _BytesLRU
+
+    cache = _BytesLRU(capacity=100)
+    assert cache.size == 0
+    cache.get(("a",), lambda: torch.zeros(10))  # 40 bytes
+    cache.get(("b",), lambda: torch.zeros(10, dtype=torch.float64))  # 80 bytes: "a" is evicted
+    assert cache.size == 80 and list(cache.entries) == [("b",)]
