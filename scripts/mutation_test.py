@@ -11,7 +11,9 @@ not the whole suite), one cosmic-ray session per module in ``.mutation/`` (git-i
 session keeps every finished mutant's outcome, ``cosmic-ray exec`` only runs the pending ones, and a run cut short
 (``--minutes``, Ctrl-C) loses at most the mutant in flight. A session is rebuilt from scratch only when its module's
 source changed (its hash is kept next to the session), since the mutants' positions would no longer match; a new
-session starts with a baseline run of the module's tests on the unmutated copy, which must pass.
+session starts with a baseline run of the module's tests on the unmutated copy, which must pass. The triage notes
+of a rebuilt module's survivors carry over where the mutation is the same (operator and diff text, whatever its new
+line), if the note says it is equivalent or harmless (``earlier_notes``).
 
 cosmic-ray mutates files in place, so everything runs in a scratch copy of the checkout (``.mutation/tree-<module>``,
 laid anew from the tracked and untracked-not-ignored files at every run, which also undoes a mutant left behind by a
@@ -206,13 +208,29 @@ def execute(module: str, session: Path, deadline: float) -> bool:
         lay_tree(module)  # undo a mutant left in place
 
 
-def outcomes(module: str) -> dict:
+def earlier_notes() -> dict[tuple[str, str, str], str]:
+    """Triage notes of the last report's survivors, by (module, operator, diff): a session rebuilt after its module
+    changed numbers its mutants anew (other lines), but the same mutation of unchanged code deserves the same note.
+    Only "equivalent" and "harmless" notes carry over: a mutant that survives again is not killed by any test."""
+    report = DOCS / "report.json"
+    if not report.exists():
+        return {}
+    notes = {}
+    for module in json.loads(report.read_text())["modules"]:
+        for survivor in module["survived"]:
+            if (survivor["triage"] or "").startswith(("equivalent", "harmless")):
+                notes[(module["module"], survivor["operator"], survivor["diff"])] = survivor["triage"]
+    return notes
+
+
+def outcomes(module: str, carried: dict[tuple[str, str, str], str] | None = None) -> dict:
     from cosmic_ray.work_db import WorkDB, use_db
 
     session = STATE / f"{slug(module)}.sqlite"
     if not session.exists():
         return {"module": module, "total": 0, "pending": 0, "killed": 0, "survived": [], "incompetent": 0}
     triage = json.loads(TRIAGE.read_text()) if TRIAGE.exists() else {}
+    carried = carried or {}
     with use_db(str(session), WorkDB.Mode.open) as db:
         pending = sum(1 for _ in db.pending_work_items)
         total, killed, incompetent, survived = pending, 0, 0, []
@@ -226,6 +244,7 @@ def outcomes(module: str) -> dict:
             elif outcome == "survived":
                 (mutation,) = item.mutations
                 key = f"{module}:{mutation.start_pos[0]}:{mutation.operator_name}:{mutation.occurrence}"
+                diff = "\n".join(line for line in (result.diff or "").splitlines() if line[:1] in "+-")[:600]
                 survived.append(
                     {
                         "key": key,
@@ -233,8 +252,8 @@ def outcomes(module: str) -> dict:
                         "operator": mutation.operator_name,
                         "occurrence": mutation.occurrence,
                         "definition": mutation.definition_name,
-                        "diff": "\n".join(line for line in (result.diff or "").splitlines() if line[:1] in "+-")[:600],
-                        "triage": triage.get(key),
+                        "diff": diff,
+                        "triage": triage.get(key) or carried.get((module, mutation.operator_name, diff)),
                     }
                 )
             else:
@@ -251,7 +270,12 @@ def outcomes(module: str) -> dict:
 
 
 def write_report() -> dict:
-    modules = [outcomes(module) for module in MODULES]
+    carried = earlier_notes()
+    modules = [outcomes(module, carried) for module in MODULES]
+    triage = json.loads(TRIAGE.read_text()) if TRIAGE.exists() else {}
+    new_keys = {s["key"]: s["triage"] for m in modules for s in m["survived"] if s["triage"] and s["key"] not in triage}
+    if new_keys:  # carried-over notes are written down under their new keys
+        TRIAGE.write_text(json.dumps(triage | new_keys, indent=1, ensure_ascii=False) + "\n")
     done = sum(m["killed"] + len(m["survived"]) for m in modules)
     killed = sum(m["killed"] for m in modules)
     notes = [s["triage"] or "" for m in modules for s in m["survived"]]
