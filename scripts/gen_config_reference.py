@@ -36,6 +36,12 @@ the behaviour is the paper's; "ours" marks a choice the papers leave open ([our 
 """
 
 FOOTER = """\
+## Group token mean: `actor_rollout_ref.actor.loss_agg_mode=group-mean-token-mean`
+
+DAPO's aggregation as its paper writes it: the token mean inside each prompt group, then the mean over the
+mini-batch's groups, exact for any split into micro-batches and data-parallel ranks. No options; see
+[Group token mean](group-mean.md).
+
 ## See also
 
 - [Metrics](metrics.md): what each method logs, and how λ's weights degenerate as |λ| grows (why `min=-5`, `max=5`).
