@@ -45,20 +45,24 @@ shopt -s nullglob
 PATCHES=(upstream/0*.patch)
 [ ${#PATCHES[@]} -gt 0 ] || fail "no patches in upstream/"
 
-# 1. verl's released source, downloaded once
-mkdir -p "$BUILD/sdist"
-SDIST="$BUILD/sdist/verl-$VERSION.tar.gz"
-if [ ! -f "$SDIST" ]; then
-  step "downloading the verl==$VERSION sdist"
-  "$PY" -m pip download --quiet --disable-pip-version-check --no-binary :all: --no-deps "verl==$VERSION" \
-    -d "$BUILD/sdist"
-fi
-echo "$SDIST_SHA256  $SDIST" | sha256sum --check --quiet - || fail "$SDIST is not verl $VERSION's sdist (sha256)"
+# unpack_sdist VERSION SHA256 DEST: verl's released source of VERSION (downloaded once, checked against SHA256),
+# unpacked afresh into DEST
+unpack_sdist() {
+  local version=$1 sha256=$2 dest=$3 sdist="$BUILD/sdist/verl-$1.tar.gz"
+  mkdir -p "$BUILD/sdist"
+  if [ ! -f "$sdist" ]; then
+    step "downloading the verl==$version sdist"
+    "$PY" -m pip download --quiet --disable-pip-version-check --no-binary :all: --no-deps "verl==$version" \
+      -d "$BUILD/sdist"
+  fi
+  echo "$sha256  $sdist" | sha256sum --check --quiet - || fail "$sdist is not verl $version's sdist (sha256)"
+  rm -rf "$dest" "$BUILD/verl-$version"
+  tar --no-same-owner -xzf "$sdist" -C "$BUILD"
+  mv "$BUILD/verl-$version" "$dest"
+}
 
-# 2. a fresh git repository of it
-rm -rf "$TREE" "$BUILD/verl-$VERSION"
-tar --no-same-owner -xzf "$SDIST" -C "$BUILD"
-mv "$BUILD/verl-$VERSION" "$TREE"
+# 1-2. verl's released source, downloaded once, as a fresh git repository
+unpack_sdist "$VERSION" "$SDIST_SHA256" "$TREE"
 git_tree() { git -C "$TREE" -c user.name=check_upstream -c user.email=check_upstream@localhost -c commit.gpgsign=false "$@"; }
 git_tree init -q
 git_tree add -A
@@ -187,17 +191,8 @@ NEW_TESTS=(
 if [ "${CHECK_UPSTREAM_090:-1}" = 1 ]; then
   OLD_VERSION=0.9.0
   OLD_SHA256=41a7ebff5482a94fe1b0311ec48825fcb10123f9420801ca1b8e7e1d122f3f12
-  OLD_SDIST="$BUILD/sdist/verl-$OLD_VERSION.tar.gz"
   OLD_TREE="$BUILD/verl-$OLD_VERSION-series"
-  if [ ! -f "$OLD_SDIST" ]; then
-    step "downloading the verl==$OLD_VERSION sdist"
-    "$PY" -m pip download --quiet --disable-pip-version-check --no-binary :all: --no-deps "verl==$OLD_VERSION" \
-      -d "$BUILD/sdist"
-  fi
-  echo "$OLD_SHA256  $OLD_SDIST" | sha256sum --check --quiet - || fail "$OLD_SDIST is not verl $OLD_VERSION's sdist (sha256)"
-  rm -rf "$OLD_TREE" "$BUILD/verl-$OLD_VERSION"
-  tar --no-same-owner -xzf "$OLD_SDIST" -C "$BUILD"
-  mv "$BUILD/verl-$OLD_VERSION" "$OLD_TREE"
+  unpack_sdist "$OLD_VERSION" "$OLD_SHA256" "$OLD_TREE"
   old_tree() { git -C "$OLD_TREE" -c user.name=check_upstream -c user.email=check_upstream@localhost -c commit.gpgsign=false "$@"; }
   old_tree init -q && old_tree add -A && old_tree commit -q -m "verl $OLD_VERSION sdist"
   reduced=()
