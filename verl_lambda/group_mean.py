@@ -31,7 +31,8 @@ import torch
 import torch.distributed as dist
 
 from verl_lambda import verl_access
-from verl_lambda.lambda_grpo import collective_device, valid_tokens
+from verl_lambda.collectives import all_gather, all_reduce
+from verl_lambda.lambda_grpo import valid_tokens
 from verl_lambda.ops.group_mean import GROUP_MEAN_MODE, group_mean_agg_loss, group_token_counts
 
 # Per-row tensors attached to the actor's batch for the step, (bs,) float64: the valid tokens of the row's group over
@@ -59,12 +60,8 @@ def attach_group_tokens(data: Any, dp_group: dist.ProcessGroup | None) -> None:
             "batch (verl's GRPO trainers add it); it is missing."
         )
     mine = ([str(uid) for uid in uids], valid_tokens(data["response_mask"]).tolist())
-    shards: list[Any] = [mine]
-    offset = 0
-    if dist.is_initialized():
-        shards = [None] * dist.get_world_size(dp_group)
-        dist.all_gather_object(shards, mine, group=dp_group)
-        offset = sum(len(shard[0]) for shard in shards[: dist.get_rank(dp_group)])
+    shards, rank = all_gather(mine, dp_group)
+    offset = sum(len(shard[0]) for shard in shards[:rank])
     all_uids = [uid for shard in shards for uid in shard[0]]
     ids: dict[str, int] = {}
     group_ids = torch.tensor(
@@ -81,12 +78,8 @@ def mini_batch_groups(data: Any, dp_group: dist.ProcessGroup | None) -> float:
     """``N_groups`` of a mini-batch: the sum of its rows' group shares over all ranks. Collective over ``dp_group``."""
     if GROUP_SHARE_KEY not in data.keys():
         raise RuntimeError("[verl-lambda] the mini-batch lacks the group token counts attached by train_mini_batch")
-    total = data[GROUP_SHARE_KEY].to(torch.float64).sum().reshape(1).cpu()
-    if dist.is_initialized():
-        reduced = total.to(collective_device(dp_group))
-        dist.all_reduce(reduced, op=dist.ReduceOp.SUM, group=dp_group)
-        total = reduced.cpu()
-    return float(total)
+    total = data[GROUP_SHARE_KEY].to(torch.float64).sum().reshape(1)
+    return float(all_reduce(total, dist.ReduceOp.SUM, dp_group))
 
 
 _MINI_BATCH_GROUPS: contextvars.ContextVar[float | None] = contextvars.ContextVar("mini_batch_groups", default=None)

@@ -23,9 +23,9 @@ accessors of ``verl_lambda.verl_access``):
    reads them and broadcasts them to every rank, so node-local checkpoint folders work too.
 
 Devices: λ, its optimizer state, the group table, the weights and their slope live on the CPU (the weights travel to
-the accelerator with their micro-batch; λ's graph node brings the gradient back). Collectives run on the device
-``collective_device`` picks for their group: the CPU for verl's ``cpu:gloo,<device>:<backend>`` groups (so gloo
-carries them), the accelerator for a group without a CPU backend.
+the accelerator with their micro-batch; λ's graph node brings the gradient back). Collectives
+(``verl_lambda.collectives``) run on the CPU for verl's ``cpu:gloo,<device>:<backend>`` groups (so gloo carries
+them), on the accelerator for a group without a CPU backend.
 
 Layer 4 (methods and backend).
 """
@@ -49,6 +49,7 @@ import torch
 import torch.distributed as dist
 
 from verl_lambda import verl_access
+from verl_lambda.collectives import all_gather, all_reduce, broadcast_bytes
 from verl_lambda.config import LAMBDA_GRPO_MODE, LambdaGRPOConfig
 from verl_lambda.ops.length_weights import (
     group_table,
@@ -77,19 +78,6 @@ GROUP_MEMBER_KEY = "lambda_grpo_group_member"
 HELD_OUT_KEY = "lambda_grpo_held_out"
 CHECKPOINT_FILE = "lambda_grpo_state.pt"
 METRIC_PREFIX = "lambda_grpo/"
-
-
-def collective_device(group: dist.ProcessGroup | None) -> torch.device:
-    """The device a tensor must be on for a collective over ``group``.
-
-    verl creates its process groups with ``cpu:gloo,<device>:<backend>`` (the cpu platform with ``gloo``), so CPU
-    tensors are carried by gloo and never need a copy to the accelerator; only a group without a CPU backend (e.g. a
-    pure ``nccl`` group) needs the tensor on the accelerator.
-    """
-    backend = str(dist.get_backend(group))
-    if backend == "gloo" or "cpu:" in backend:
-        return torch.device("cpu")
-    return verl_access.accelerator_device()
 
 
 class LearnableLambda:
@@ -128,12 +116,8 @@ class LearnableLambda:
             # computed from the gathered rows of the whole step: the same on every rank, and not under a loss scale
             grad = torch.tensor(self.held_out.gradient(self) if self.held_out is not None else 0.0)
         else:
-            grad = self.value.grad.detach().clone() if self.value.grad is not None else torch.zeros(())
-            if dist.is_initialized():
-                reduced = grad.to(collective_device(dp_group))
-                dist.all_reduce(reduced, op=dist.ReduceOp.AVG, group=dp_group)
-                grad = reduced.cpu()
-            grad = grad / loss_scale
+            grad = self.value.grad.detach() if self.value.grad is not None else torch.zeros(())
+            grad = all_reduce(grad, dist.ReduceOp.AVG, dp_group) / loss_scale
         self.value.grad = None
         if not model_stepped or not torch.isfinite(grad):
             # Like verl for the model: a non-finite gradient skips the step, and so does a step the model skipped.
@@ -368,16 +352,9 @@ class _Rows:
         )
 
     def gather(self, dp_group: dist.ProcessGroup | None) -> tuple[_Rows, int]:
-        """All ranks' rows in rank order, and the offset of this rank's. Collective over ``dp_group``.
-
-        An object collective, as verl's own gather of token counts on this group in ``train_mini_batch``: torch
-        pickles on the CPU and runs it on the group's CPU backend (gloo) when it has one.
-        """
-        if not dist.is_initialized():
-            return self, 0
-        shards: list[Any] = [None] * dist.get_world_size(dp_group)
-        dist.all_gather_object(shards, self, group=dp_group)
-        offset = sum(len(shard.uids) for shard in shards[: dist.get_rank(dp_group)])
+        """All ranks' rows in rank order, and the offset of this rank's. Collective over ``dp_group``."""
+        shards, rank = all_gather(self, dp_group)
+        offset = sum(len(shard.uids) for shard in shards[:rank])
         merged = _Rows(
             uids=[u for s in shards for u in s.uids],
             sessions=[x for s in shards for x in s.sessions],
@@ -528,11 +505,7 @@ def trained_counts(held: torch.Tensor, tokens: torch.Tensor, dp_group: dist.Proc
     the policy term under ``signal=validation``, in place of verl's ``global_batch_size`` and ``batch_num_tokens``,
     which count the held-out rows too (the policy term would shrink by the held-out share, entropy and KL not)."""
     counts = torch.stack([(~held).sum(), tokens[~held].sum()]).long()
-    if dist.is_initialized():
-        reduced = counts.to(collective_device(dp_group))
-        dist.all_reduce(reduced, op=dist.ReduceOp.SUM, group=dp_group)
-        counts = reduced.cpu()
-    responses, tokens_total = counts.tolist()
+    responses, tokens_total = all_reduce(counts, dist.ReduceOp.SUM, dp_group).tolist()
     return max(responses, 1), max(tokens_total, 1)  # a mini-batch of held-out rows only: its policy term is 0
 
 
@@ -673,21 +646,6 @@ def save_lambda(state: LearnableLambda, local_path: str) -> None:
     torch.save(state.state_dict(), os.path.join(local_path, CHECKPOINT_FILE))
 
 
-def _broadcast_from_rank0(payload: bytes | None) -> bytes | None:
-    """``payload`` of global rank 0 on every rank (None stays None). Collective over the default group, whose
-    ranks are all of this worker group's actors: byte tensors on ``collective_device`` (gloo on verl's groups)."""
-    device = collective_device(None)
-    size = torch.tensor([-1 if payload is None else len(payload)], dtype=torch.int64, device=device)
-    dist.broadcast(size, src=0)
-    if int(size) < 0:
-        return None
-    buffer = torch.empty(int(size), dtype=torch.uint8, device=device)
-    if dist.get_rank() == 0:
-        buffer.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
-    dist.broadcast(buffer, src=0)
-    return buffer.cpu().numpy().tobytes()
-
-
 def load_lambda(state: LearnableLambda, local_path: str) -> None:
     """Restore λ's state on every rank from global rank 0's checkpoint folder, bit for bit.
 
@@ -702,7 +660,7 @@ def load_lambda(state: LearnableLambda, local_path: str) -> None:
             with open(path, "rb") as handle:
                 payload = handle.read()
     if distributed:
-        payload = _broadcast_from_rank0(payload)
+        payload = broadcast_bytes(payload)
     if payload is None:
         logger.warning("verl-lambda: %s has no %s; λ starts from init=%s", local_path, CHECKPOINT_FILE, state.value)
         return

@@ -41,6 +41,7 @@ MODULE_LAYERS: dict[str, int] = {
     "verl_lambda.ops.length_weights": 1,
     # 2 foundations
     "verl_lambda.capabilities": 2,
+    "verl_lambda.collectives": 2,
     "verl_lambda.compose": 2,
     "verl_lambda.config": 2,
     "verl_lambda.layers": 2,
