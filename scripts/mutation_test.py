@@ -72,10 +72,13 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_lambda_grpo_loss.py",
             "tests/test_mutants.py",
             "tests/test_lambda_grpo_validation.py",
-            "tests/test_lambda_grpo_engine.py",
             "tests/test_cluster_path.py",
+            "tests/test_lambda_grpo_engine.py",
         ],
-        [],
+        # the fast tests only; of them, the two ~40 s micro-batch invariance runs in fp32 are left out: a surviving
+        # mutant would cost 3 min instead of 1, and the bf16 engine run and test_mutants' two-mini-batch steps cover
+        # the same code (survivors are rechecked against them by hand when triaged)
+        ["-m", "not e2e", "-k", "not resumes_exactly and not (invariant_to_micro_batch_size and not bf16)"],
     ),
 }
 
@@ -91,7 +94,7 @@ EXCLUDED_OPERATORS = [
     rf"core/ReplaceComparisonOperator_(?!({KEPT_COMPARISON})$)",
 ]
 # per mutant: a few times the module's test run on the loaded 2-core machine (a mutant that loops is killed by it)
-TIMEOUT_S = {"verl_lambda/lambda_grpo.py": 1800.0}
+TIMEOUT_S = {"verl_lambda/lambda_grpo.py": 900.0}
 DEFAULT_TIMEOUT_S = 400.0
 
 
