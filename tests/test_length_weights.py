@@ -3,11 +3,24 @@ and verl's own aggregation."""
 
 import pytest
 import torch
-from length_reference import precise_weights_and_slopes, reference_dweights_dlam, reference_weights
+from length_reference import (
+    precise_softmax_slopes,
+    precise_weights_and_slopes,
+    reference_dweights_dlam,
+    reference_weights,
+)
 from verl.trainer.ppo import core_algos
 
 import verl_lambda
-from verl_lambda.ops.length_weights import H_FLOOR, length_preference, weighted_agg_loss
+from verl_lambda.ops.length_weights import (
+    DIRECT_LOG,
+    H_FLOOR,
+    group_table,
+    length_preference,
+    softmax_inputs,
+    weighted_agg_loss,
+    weights_and_slope,
+)
 
 FIXTURE = torch.tensor([300, 420, 500, 560, 610, 700, 820, 1100])
 
@@ -195,3 +208,47 @@ def test_groups_of_different_sizes_in_one_batch(lam):
     want = torch.tensor(reference_weights(lengths.tolist(), ids.tolist(), lam))
     torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(got, torch.ones_like(got))
+
+
+def test_h_is_one_plus_z_over_nine_by_default_whatever_the_spread():
+    """Spec §1: h = 1 + r z with r = 1/9 by default, z the length's z-score in its group (population std), also for
+    a spread below one token; a group of equal lengths has z = 0, so h = 1 exactly, at any r."""
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    h, floored = length_preference(torch.tensor([[10, 11]]), mask)  # mean 10.5, std 0.5: z = -1, +1
+    assert h.tolist() == [[1.0 - 1.0 / 9.0, 1.0 + 1.0 / 9.0]] and not floored.any()
+    h, floored = length_preference(torch.tensor([[9, 9, 9]]), torch.ones(1, 3, dtype=torch.bool), r=1.0)
+    assert h.tolist() == [[1.0, 1.0, 1.0]] and not floored.any()
+
+
+def test_saturated_near_ties_get_the_slope_of_high_precision_arithmetic():
+    """Beyond ``DIRECT_LOG`` (h ** λ ~ e**25 here) members whose h ** λ differ by O(1) still share the weight, and
+    their slope is the 400-digit reference's; two groups in one table, so no sum runs across groups."""
+    near = [[25.0, 25.0 - 1e-11, 25.0 - 3e-11, 24.0], [22.0, 22.0 - 3e-10, 22.0 - 1e-9]]
+    for lam in (1.0, 4.0, -0.5):  # powers of two: λ ln h is exact, as it must be where e**25 amplifies its rounding
+        logs = [[x / lam for x in group] for group in near]  # λ ln h = the values above
+        width = max(len(group) for group in logs)
+        mask = torch.tensor([[i < len(group) for i in range(width)] for group in logs])
+        table = torch.tensor([group + [1.0] * (width - len(group)) for group in logs], dtype=torch.float64)
+        log_h, bias, size = softmax_inputs(table.exp(), mask)
+        log_h = torch.where(mask, table, 0.0)  # the exact ln h, not exp then log
+        assert float((log_h * lam).max()) > DIRECT_LOG
+        group_index = torch.tensor([g for g, group in enumerate(logs) for _ in group])
+        self_index = torch.tensor([i for group in logs for i in range(len(group))])
+        f, slope = weights_and_slope(log_h, bias, size, group_index, self_index, lam)
+        want_f, want_slope = precise_softmax_slopes(logs, lam)
+        assert sorted(want_f)[-4] > 0.01 and max(abs(x) for x in want_slope) > 0.1  # not one-hot: 4 share the weight
+        torch.testing.assert_close(f.double(), torch.tensor(want_f, dtype=torch.float64), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(slope.double(), torch.tensor(want_slope, dtype=torch.float64), rtol=1e-5, atol=1e-6)
+
+
+def test_group_table_of_an_empty_batch_is_empty():
+    group_lengths, group_mask, group_index, self_index = group_table(torch.empty(0), torch.empty(0))
+    assert group_lengths.shape == group_mask.shape == (0, 0) and len(group_index) == len(self_index) == 0
+
+
+def test_seq_mean_counts_one_token_responses():
+    """Without a global count, ``seq-mean-token-mean`` divides by the responses with any valid token."""
+    loss_mat = torch.tensor([[2.0, 9.0], [4.0, 6.0], [7.0, 7.0]])
+    mask = torch.tensor([[1, 0], [1, 1], [0, 0]])
+    got = weighted_agg_loss(loss_mat, mask, torch.ones(3), "seq-mean-token-mean")
+    assert got.item() == pytest.approx((2.0 + 5.0) / 2)

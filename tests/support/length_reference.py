@@ -65,3 +65,23 @@ def precise_weights_and_slopes(lengths, lam, r=1.0 / 9.0, floor=1e-3, digits=400
         weights = [float(g_count * p) for p in ps]
         slopes = [float(g_count * p * (x - mean_a)) for p, x in zip(ps, a, strict=True)]
     return weights, slopes
+
+
+def precise_softmax_slopes(log_h_groups, lam, digits=400):
+    """f and df/dλ of groups given by their members' ln h (floats, taken as exact), in ``digits``-digit decimals:
+    the ground truth where h ** λ is far beyond float64's precision, e.g. near-ties at h ** λ ~ e**25."""
+    from decimal import Decimal, localcontext
+
+    weights, slopes = [], []
+    with localcontext() as ctx:
+        ctx.prec = digits
+        for logs in log_h_groups:
+            ells = [Decimal(x) for x in logs]
+            gs = [(Decimal(lam) * ell).exp() for ell in ells]
+            es = [(g - max(gs)).exp() for g in gs]
+            ps = [e / sum(es) for e in es]
+            a = [g * ell for g, ell in zip(gs, ells, strict=True)]
+            mean_a = sum(p * x for p, x in zip(ps, a, strict=True))
+            weights += [float(len(ells) * p) for p in ps]
+            slopes += [float(len(ells) * p * (x - mean_a)) for p, x in zip(ps, a, strict=True)]
+    return weights, slopes
