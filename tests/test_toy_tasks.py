@@ -96,3 +96,74 @@ def test_warm_start_is_deterministic_and_cached(tmp_path, monkeypatch):
     assert cached_warm_start("lengths-short", steps=3) == built
     assert (built / "warm_start.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [built.name]  # no scratch folder left behind
+
+
+# The chain tasks: continue the class's sequence to its end.
+
+
+def test_chain_pays_one_for_the_sequence_to_the_class_end_and_nothing_for_the_cap():
+    for name, wanted in CLASSES.items():
+        for index, last in enumerate(wanted[:-1]):
+            target = task.chain_target(wanted, last)
+            assert target == 9 - index and 1 <= target <= 9
+            best = wanted[index + 1 :]
+            assert len(best) == target and task.chain_score(best, wanted, last) == 1.0
+            # a response that runs on to the cap, even one that keeps following the sequence, earns 0
+            running = "".join(wanted[(index + k) % 10] for k in range(1, CAP + 1))
+            assert task.chain_score(running, wanted, last) == 0.0, name
+            # below the target every further character pays; past it every character costs
+            scores = [task.chain_score(running[:k], wanted, last) for k in range(target + 4)]
+            assert scores[: target + 1] == sorted(scores[: target + 1]) and len(set(scores[: target + 1])) == target + 1
+            assert scores[target:] == sorted(scores[target:], reverse=True) and scores[target + 1] < 1.0
+    wanted = CLASSES["a-j"]
+    assert task.chain_score("defxhij", wanted, "c") == pytest.approx((3 - 0.5 * 4) / 7)  # a miss ends the streak
+    assert task.chain_score("defghijabc", wanted, "c") == pytest.approx((7 - 0.5 * 3) / 7)  # wrapping is not paid
+    assert task.chain_score("x" * 9, wanted, "c") == 0.0
+    assert task.chain_score("", wanted, "c") == 0.0
+
+
+@pytest.mark.parametrize("variant", ["long", "short"])
+def test_chain_rows_targets_span_eight_tokens_and_report_the_gap(variant):
+    rows = make_rows(256, "train", CAP, seed=0, task=f"chain-{variant}")
+    targets = {row["extra_info"]["target"] for row in rows}
+    assert targets == set(range(1, 10))
+    for row in rows[:16]:
+        prompt, info, name = row["prompt"][0]["content"], row["extra_info"], row["reward_model"]["ground_truth"]
+        assert row["data_source"] == task.CHAIN_SOURCE and info["last"] == prompt[-1]
+        assert len(prompt) in task.PROMPT_CHARS and all(char in CLASSES[name] for char in prompt)
+        result = compute_score(task.CHAIN_SOURCE, "x" * 3, name, info)
+        assert result == {"score": 0.0, "length_gap": float(abs(3 - info["target"])), "target": float(info["target"])}
+
+
+def test_chain_demonstrations_stop_early_or_late_and_reward_follows_length_accordingly():
+    """``chain-long`` demonstrations stop at or before the class's end, ``chain-short`` ones at or after it, so within
+    a prompt's group reward rises with length on the first and falls with it on the second."""
+    rng = random.Random(0)
+    for variant, sign in (("long", 1), ("short", -1)):
+        corrs = []
+        for _ in range(200):
+            prompt, _ = task.demonstration(f"chain-{variant}", rng)
+            name = next(key for key, chars in CLASSES.items() if prompt[-1] in chars)
+            wanted, target = CLASSES[name], task.chain_target(CLASSES[name], prompt[-1])
+            responses = []
+            while len(responses) < 8:
+                other, response = task.demonstration(f"chain-{variant}", rng)
+                if other[-1] == prompt[-1]:
+                    responses.append(response)
+                    assert (len(response) <= target) if variant == "long" else (len(response) >= target)
+            rewards = [task.chain_score(r, wanted, prompt[-1]) for r in responses]
+            lengths = [len(r) for r in responses]
+            if len(set(rewards)) > 1 and len(set(lengths)) > 1:
+                corrs.append(statistics.correlation(rewards, lengths))
+        assert sign * statistics.mean(corrs) > 0.3, variant
+
+
+def test_the_launcher_adds_each_steps_mean_length_gap_from_verls_rollout_dumps(tmp_path):
+    from verl_lambda.cpu.launch import LENGTH_GAP_KEY, ROLLOUTS_DIR, with_length_gaps
+
+    dumps = tmp_path / ROLLOUTS_DIR
+    dumps.mkdir()
+    (dumps / "1.jsonl").write_text('{"score": 1.0, "length_gap": 0.0}\n{"score": 0.5, "length_gap": 3.0}\n')
+    (dumps / "2.jsonl").write_text('{"score": 1.0}\n')  # a task without the gap
+    records = with_length_gaps([{"step": 1, "x": 1.0}, {"step": 2}, {"step": 3}], tmp_path)
+    assert records == [{"step": 1, "x": 1.0, LENGTH_GAP_KEY: 1.5}, {"step": 2}, {"step": 3}]

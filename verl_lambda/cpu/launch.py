@@ -104,7 +104,28 @@ def cpu_backend_overrides(
 # The actor's learning rate per task. The lengths tasks start from a warm-started model whose lengths vary because it
 # stops after a miss (long) or a hit (short); learning the class's characters faster than where to stop sends every
 # response to the length cap, where λ has nothing left to learn: within ten steps at 1e-2, by step 40 of 50 at 2e-3.
-TASK_LR = {"classes": 1e-2, "lengths-long": 2e-3, "lengths-short": 2e-3}
+TASK_LR = {"classes": 1e-2, "lengths-long": 2e-3, "lengths-short": 2e-3, "chain-long": 2e-3, "chain-short": 2e-3}
+# Where a run's rollouts are dumped (verl's ``trainer.rollout_data_dir``: one ``<step>.jsonl`` per step, each sample
+# with its score and the reward's extra values, e.g. the chain tasks' ``length_gap``).
+ROLLOUTS_DIR = "rollouts"
+LENGTH_GAP_KEY = "task/length_gap"
+
+
+def with_length_gaps(records: list[dict], out_dir: Path) -> list[dict]:
+    """``records`` with ``LENGTH_GAP_KEY`` added to the steps whose rollouts carry it (the chain tasks)."""
+    gaps = length_gaps(out_dir / ROLLOUTS_DIR)
+    return [record | ({LENGTH_GAP_KEY: gaps[record["step"]]} if record["step"] in gaps else {}) for record in records]
+
+
+def length_gaps(rollout_dir: Path) -> dict[int, float]:
+    """The mean |response length - target| of each step whose rollouts carry ``length_gap`` (the chain tasks)."""
+    gaps = {}
+    for path in sorted(Path(rollout_dir).glob("*.jsonl")):
+        values = [json.loads(line).get("length_gap") for line in path.read_text().splitlines() if line.strip()]
+        values = [float(v) for v in values if v is not None]
+        if values and path.stem.isdigit():
+            gaps[int(path.stem)] = sum(values) / len(values)
+    return gaps
 
 
 def toy_task_overrides(
@@ -188,6 +209,7 @@ def _progress_line(record: dict, total: int) -> str:
     for label, key, fmt in (
         ("reward", "critic/score/mean", "{:.3f}"),
         ("length", "response_length/mean", "{:.1f}"),
+        ("|length - target|", LENGTH_GAP_KEY, "{:.2f}"),
         ("λ", "actor/lambda_grpo/lambda", "{:+.3f}"),
         ("λ grad", "actor/lambda_grpo/lambda_grad", "{:+.4f}"),
         ("corr(f,L)", "actor/lambda_grpo/weight_length_corr", "{:+.2f}"),
@@ -245,6 +267,7 @@ def run(
         *toy_task_overrides(data_dir, reward_fn_path(), steps=steps, **training),
         f"trainer.experiment_name={algo}",
         f"trainer.default_local_dir={out_dir / 'checkpoints'}",
+        *([f"trainer.rollout_data_dir={out_dir / ROLLOUTS_DIR}"] if task.startswith("chain-") else []),
         *extra,
     ]
     (out_dir / "command.txt").write_text(" ".join(command) + "\n")
@@ -262,7 +285,7 @@ def run(
             while process.poll() is None:
                 time.sleep(1.0)
                 peak_rss = max(peak_rss, _tree_rss(process.pid))
-                records = read_metrics(metrics_path)
+                records = with_length_gaps(read_metrics(metrics_path), out_dir)
                 for record in records[shown:]:
                     say(_progress_line(record, steps))
                 if len(records) > shown:
@@ -277,7 +300,7 @@ def run(
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-    records = read_metrics(metrics_path)
+    records = with_length_gaps(read_metrics(metrics_path), out_dir)
     for record in records[shown:]:
         say(_progress_line(record, steps))
     if process.returncode != 0:
@@ -307,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="lengths-long",
         choices=TASKS,
         help="lengths-long: longer responses (up to a prompt's target) earn more; lengths-short: its mirror; "
+        "chain-long / chain-short: continue the class's sequence to its end, from a policy that stops early / late; "
         "classes: the tests' task (verl_lambda/toy/task.py)",
     )
     parser.add_argument("--seed", type=int, default=None, help="data order, rollout sampling, mini-batch shuffling")

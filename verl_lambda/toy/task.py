@@ -26,6 +26,19 @@ and between the responses of a group for as long as the policy makes mistakes:
   T = n + 4 (7 to 14), and characters after it cost half as much each. The best response is one class character;
   a response that stops at its first hit is shorter the earlier the hit: shorter earns more.
 
+``chain-long`` and ``chain-short`` (tasks whose optimum the policy can reach and keep): the prompt is n characters
+of one class (n from 3 to 10), and the response continues the class's sequence from the prompt's last character to
+the class's end and stops (``...c`` → ``defghij``; the classes are sequences, ``0123456789``, ``abcdefghij``,
+``klmnopqrst``). The target T, the characters left to the class's end, is 1 to 9: it differs between prompts, and the
+response itself shows where to stop (after the class's last character). The reward is the number of leading
+characters that follow the sequence (wrapping after the class's end), up to T, minus ``CHAIN_EXTRA_COST`` for every
+other character, divided by T and floored at 0: 1 for the exact answer, 0 for a response that fills the 32-token
+cap (its 32 - T extra characters cost more than T earns). The two variants differ only in the warm start's lengths:
+``chain-long`` demonstrations stop before or at the class's end (longer earns more, up to T: λ should rise first),
+``chain-short`` ones run past it (shorter earns more, down to T: λ should fall first); one character in seven of a
+demonstration is a random class character, so the warm-started policy also makes mistakes that RL removes. Both
+report ``length_gap``, |response length - T|, with the score (verl dumps it per sample with the step's rollouts).
+
 The starting policy is the tiny model after a few seconds of supervised warm start on the task's format
 (``verl_lambda.toy.warm_start``): random characters until the first miss (long) or the first hit (short), then stop.
 Its lengths therefore vary within every group, and with them the reward, in the direction the variant says, so
@@ -45,12 +58,18 @@ from typing import Any
 
 DATA_SOURCE = "verl_lambda/classes"
 LENGTHS_SOURCE = "verl_lambda/lengths"
+CHAIN_SOURCE = "verl_lambda/chain"
 REWARD_FN_NAME = "compute_score"
 CLASSES = {"0-9": string.digits, "a-j": string.ascii_lowercase[:10], "k-t": string.ascii_lowercase[10:20]}
-TASKS = ("classes", "lengths-long", "lengths-short")
+TASKS = ("classes", "lengths-long", "lengths-short", "chain-long", "chain-short")
 PROMPT_CHARS = range(3, 11)  # n, the number of prompt characters of the lengths tasks
 # What each character written beyond the rewarded part costs, relative to what one rewarded character earns.
 EXTRA_COST = 0.5
+# The chain tasks: what each character beyond the paid streak costs, the demonstrations' share of random characters,
+# and how far past the class's end a ``chain-short`` demonstration may run.
+CHAIN_EXTRA_COST = 0.5
+CHAIN_NOISE = 1.0 / 7.0
+CHAIN_OVERSHOOT = 12
 
 
 def target_length(prompt_chars: int, variant: str) -> int:
@@ -71,12 +90,54 @@ def length_score(response: str, wanted: str, target: int, variant: str) -> float
     return max(0.0, (target - hit + 1 - EXTRA_COST * (len(response) - hit)) / target)
 
 
+def chain_target(wanted: str, last: str) -> int:
+    """T of the chain tasks: the characters of the class ``wanted`` after the prompt's ``last`` one."""
+    return len(wanted) - 1 - wanted.index(last)
+
+
+def chain_score(response: str, wanted: str, last: str) -> float:
+    """The chain tasks' reward for ``response``, continuing the prompt's ``last`` character in the class ``wanted``."""
+    target = chain_target(wanted, last)
+    position, streak = wanted.index(last), 0
+    for char in response:
+        position = (position + 1) % len(wanted)
+        if char != wanted[position]:
+            break
+        streak += 1
+    paid = min(streak, target)
+    return max(0.0, (paid - CHAIN_EXTRA_COST * (len(response) - paid)) / target)
+
+
+def _chain_prompt(rng: random.Random) -> tuple[str, str]:
+    """(class name, prompt) of a chain task: n random class characters, the last one not the class's end."""
+    name = rng.choice(sorted(CLASSES))
+    wanted = CLASSES[name]
+    count = rng.choice(PROMPT_CHARS)
+    prompt = [rng.choice(wanted) for _ in range(count - 1)] + [rng.choice(wanted[:-1])]
+    return name, "".join(prompt)
+
+
+def _chain_demonstration(task: str, rng: random.Random) -> tuple[str, str]:
+    name, prompt = _chain_prompt(rng)
+    wanted = CLASSES[name]
+    target = chain_target(wanted, prompt[-1])
+    length = rng.randint(1, target) if task == "chain-long" else rng.randint(target, target + CHAIN_OVERSHOOT)
+    start = wanted.index(prompt[-1])
+    response = "".join(
+        rng.choice(wanted) if rng.random() < CHAIN_NOISE else wanted[(start + i) % len(wanted)]
+        for i in range(1, length + 1)
+    )
+    return prompt, response
+
+
 def demonstration(task: str, rng: random.Random) -> tuple[str, str]:
     """One (prompt, response) of the task's format for the warm start: random characters until the first miss
     (``lengths-long``) or the first hit (``lengths-short``), then stop. The characters are no better than chance
     (a class character with probability 0.5 in a streak, 10/47 in a needle search), so the task is not learnt."""
     from verl_lambda.toy.model import CHARACTERS
 
+    if task.startswith("chain-"):
+        return _chain_demonstration(task, rng)
     name = rng.choice(sorted(CLASSES))
     wanted = CLASSES[name]
     prompt = "".join(rng.choice(wanted) for _ in range(rng.choice(PROMPT_CHARS)))
@@ -94,11 +155,18 @@ def reward_fn_path() -> str:
     return os.path.abspath(__file__)
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_info: Any = None, **kwargs) -> float:
+def compute_score(
+    data_source: str, solution_str: str, ground_truth: str, extra_info: Any = None, **kwargs
+) -> float | dict[str, float]:
     """``classes``: the share of the response budget filled with characters of the class ``ground_truth``.
-    ``lengths-*``: ``length_score``."""
+    ``lengths-*``: ``length_score``. ``chain-*``: ``chain_score``, with ``length_gap`` and ``target`` (verl takes
+    ``score`` as the reward and keeps the rest per sample)."""
     info = extra_info or {}
     wanted = CLASSES[ground_truth]
+    if data_source == CHAIN_SOURCE:
+        target = int(info["target"])
+        score = chain_score(solution_str, wanted, info["last"])
+        return {"score": score, "length_gap": float(abs(len(solution_str) - target)), "target": float(target)}
     in_class = sum(char in wanted for char in solution_str)
     if data_source == LENGTHS_SOURCE:
         return length_score(solution_str, wanted, int(info["target"]), info["variant"])
@@ -114,24 +182,32 @@ def make_rows(
     rng = random.Random(seed)
     rows = []
     for index in range(n):
-        name = rng.choice(sorted(CLASSES))
         info: dict[str, Any] = {"split": split, "index": index, "max_chars": max_chars}
+        if task.startswith("chain-"):
+            name, text = _chain_prompt(rng)
+            info.update(target=chain_target(CLASSES[name], text[-1]), last=text[-1], variant=task.split("-")[1])
+            rows.append(_row(CHAIN_SOURCE, text, name, info))
+            continue
+        name = rng.choice(sorted(CLASSES))
         if task == "classes":
             count, source = prompt_chars, DATA_SOURCE
         else:
             count, source = rng.choice(PROMPT_CHARS), LENGTHS_SOURCE
             info.update(target=target_length(count, task.split("-")[1]), variant=task.split("-")[1])
         text = "".join(rng.choice(CLASSES[name]) for _ in range(count))
-        rows.append(
-            {
-                "data_source": source,
-                "prompt": [{"role": "user", "content": text}],
-                "ability": "toy",
-                "reward_model": {"style": "rule", "ground_truth": name},
-                "extra_info": info,
-            }
-        )
+        rows.append(_row(source, text, name, info))
     return rows
+
+
+def _row(source: str, text: str, name: str, info: dict[str, Any]) -> dict[str, Any]:
+    """One prompt in verl's RL dataset schema."""
+    return {
+        "data_source": source,
+        "prompt": [{"role": "user", "content": text}],
+        "ability": "toy",
+        "reward_model": {"style": "rule", "ground_truth": name},
+        "extra_info": info,
+    }
 
 
 def build_dataset(
