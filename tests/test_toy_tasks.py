@@ -131,8 +131,10 @@ def test_chain_rows_targets_span_eight_tokens_and_report_the_gap(variant):
         prompt, info, name = row["prompt"][0]["content"], row["extra_info"], row["reward_model"]["ground_truth"]
         assert row["data_source"] == task.CHAIN_SOURCE and info["last"] == prompt[-1]
         assert len(prompt) in task.PROMPT_CHARS and all(char in CLASSES[name] for char in prompt)
-        result = compute_score(task.CHAIN_SOURCE, "x" * 3, name, info)
-        assert result == {"score": 0.0, "length_gap": float(abs(3 - info["target"])), "target": float(info["target"])}
+        assert compute_score(task.CHAIN_SOURCE, "x" * 3, name, info) == task.chain_score(
+            "x" * 3, CLASSES[name], prompt[-1]
+        )
+        assert task.chain_length_gap(prompt, "x" * 3, name) == abs(3 - info["target"])
 
 
 def test_chain_demonstrations_stop_early_or_late_and_reward_follows_length_accordingly():
@@ -163,7 +165,9 @@ def test_the_launcher_adds_each_steps_mean_length_gap_from_verls_rollout_dumps(t
 
     dumps = tmp_path / ROLLOUTS_DIR
     dumps.mkdir()
-    (dumps / "1.jsonl").write_text('{"score": 1.0, "length_gap": 0.0}\n{"score": 0.5, "length_gap": 3.0}\n')
-    (dumps / "2.jsonl").write_text('{"score": 1.0}\n')  # a task without the gap
-    records = with_length_gaps([{"step": 1, "x": 1.0}, {"step": 2}, {"step": 3}], tmp_path)
-    assert records == [{"step": 1, "x": 1.0, LENGTH_GAP_KEY: 1.5}, {"step": 2}, {"step": 3}]
+    # verl's dump: prompt, response and class of every sample (T = 7 after "2", 2 after "h")
+    (dumps / "1.jsonl").write_text(
+        '{"input": "552", "output": "3456789", "gts": "0-9"}\n{"input": "ah", "output": "ijabc", "gts": "a-j"}\n'
+    )
+    records = with_length_gaps([{"step": 1, "x": 1.0}, {"step": 2}], tmp_path)
+    assert records == [{"step": 1, "x": 1.0, LENGTH_GAP_KEY: 1.5}, {"step": 2}]

@@ -105,25 +105,27 @@ def cpu_backend_overrides(
 # stops after a miss (long) or a hit (short); learning the class's characters faster than where to stop sends every
 # response to the length cap, where λ has nothing left to learn: within ten steps at 1e-2, by step 40 of 50 at 2e-3.
 TASK_LR = {"classes": 1e-2, "lengths-long": 2e-3, "lengths-short": 2e-3, "chain-long": 2e-3, "chain-short": 2e-3}
-# Where a run's rollouts are dumped (verl's ``trainer.rollout_data_dir``: one ``<step>.jsonl`` per step, each sample
-# with its score and the reward's extra values, e.g. the chain tasks' ``length_gap``).
+# Where a run's rollouts are dumped (verl's ``trainer.rollout_data_dir``: one ``<step>.jsonl`` per step, each sample's
+# prompt, response and class), from which the chain tasks' mean |length - target| of each step is logged.
 ROLLOUTS_DIR = "rollouts"
 LENGTH_GAP_KEY = "task/length_gap"
 
 
 def with_length_gaps(records: list[dict], out_dir: Path) -> list[dict]:
-    """``records`` with ``LENGTH_GAP_KEY`` added to the steps whose rollouts carry it (the chain tasks)."""
+    """``records`` with ``LENGTH_GAP_KEY`` added to the steps whose rollouts were dumped (the chain tasks)."""
     gaps = length_gaps(out_dir / ROLLOUTS_DIR)
     return [record | ({LENGTH_GAP_KEY: gaps[record["step"]]} if record["step"] in gaps else {}) for record in records]
 
 
 def length_gaps(rollout_dir: Path) -> dict[int, float]:
-    """The mean |response length - target| of each step whose rollouts carry ``length_gap`` (the chain tasks)."""
+    """The mean |response length - target| of each step a chain task's run dumped."""
+    from verl_lambda.toy.task import chain_length_gap
+
     gaps = {}
     for path in sorted(Path(rollout_dir).glob("*.jsonl")):
-        values = [json.loads(line).get("length_gap") for line in path.read_text().splitlines() if line.strip()]
-        values = [float(v) for v in values if v is not None]
-        if values and path.stem.isdigit():
+        samples = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if samples and path.stem.isdigit():
+            values = [chain_length_gap(s["input"], s["output"], s["gts"]) for s in samples]
             gaps[int(path.stem)] = sum(values) / len(values)
     return gaps
 

@@ -34,10 +34,12 @@ response itself shows where to stop (after the class's last character). The rewa
 characters that follow the sequence (wrapping after the class's end), up to T, minus ``CHAIN_EXTRA_COST`` for every
 other character, divided by T and floored at 0: 1 for the exact answer, 0 for a response that fills the 32-token
 cap (its 32 - T extra characters cost more than T earns). The two variants differ only in the warm start's lengths:
-``chain-long`` demonstrations stop before or at the class's end (longer earns more, up to T: λ should rise first),
-``chain-short`` ones run past it (shorter earns more, down to T: λ should fall first); one character in seven of a
-demonstration is a random class character, so the warm-started policy also makes mistakes that RL removes. Both
-report ``length_gap``, |response length - T|, with the score (verl dumps it per sample with the step's rollouts).
+``chain-long`` demonstrations stop before or at the class's end, ``chain-short`` ones run past it; one character in
+seven of a demonstration is a random class character, so the warm-started policy also makes mistakes that RL
+removes. Within a group, reward rises with length among the demonstrations of ``chain-long`` and falls with it among
+those of ``chain-short``; during RL, what a longer response costs (a mistake, or characters past the class's end)
+decides the sign, step by step.
+``chain_length_gap`` gives |response length - T| of a sample from verl's rollout dumps (the launcher logs its mean).
 
 The starting policy is the tiny model after a few seconds of supervised warm start on the task's format
 (``verl_lambda.toy.warm_start``): random characters until the first miss (long) or the first hit (short), then stop.
@@ -155,18 +157,18 @@ def reward_fn_path() -> str:
     return os.path.abspath(__file__)
 
 
-def compute_score(
-    data_source: str, solution_str: str, ground_truth: str, extra_info: Any = None, **kwargs
-) -> float | dict[str, float]:
+def chain_length_gap(prompt: str, response: str, ground_truth: str) -> int:
+    """|response length - T| of a chain task's sample, from what verl's rollout dumps hold (prompt, response, class)."""
+    return abs(len(response) - chain_target(CLASSES[ground_truth], prompt[-1]))
+
+
+def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_info: Any = None, **kwargs) -> float:
     """``classes``: the share of the response budget filled with characters of the class ``ground_truth``.
-    ``lengths-*``: ``length_score``. ``chain-*``: ``chain_score``, with ``length_gap`` and ``target`` (verl takes
-    ``score`` as the reward and keeps the rest per sample)."""
+    ``lengths-*``: ``length_score``. ``chain-*``: ``chain_score``."""
     info = extra_info or {}
     wanted = CLASSES[ground_truth]
     if data_source == CHAIN_SOURCE:
-        target = int(info["target"])
-        score = chain_score(solution_str, wanted, info["last"])
-        return {"score": score, "length_gap": float(abs(len(solution_str) - target)), "target": float(target)}
+        return chain_score(solution_str, wanted, info["last"])
     in_class = sum(char in wanted for char in solution_str)
     if data_source == LENGTHS_SOURCE:
         return length_score(solution_str, wanted, int(info["target"]), info["variant"])
