@@ -8,7 +8,8 @@ algorithms come from the patched verl. Checks, with ``ActorRolloutRefWorker(role
 fed as verl's trainers feed them:
 
 1. ``loss_agg_mode=lambda_grpo``: λ is built by the actor, learned (longer responses score higher, so λ rises),
-   reported in the step's metrics, saved as ``loss_params.pt`` with the checkpoint and restored by a new worker;
+   reported in the step's metrics, saved in the checkpoint manager's extra state and restored by a new worker
+   (not when ``checkpoint.load_contents`` leaves out ``extra``);
 2. a frozen λ = 0 trains bitwise like ``loss_agg_mode=seq-mean-token-mean`` (parameters after one step);
 3. ``policy_loss.loss_mode=grpo_lambda`` combined with ``lambda_grpo`` trains and reports its metrics;
 4. ``loss_agg_mode=group-mean-token-mean`` trains through the worker's group counts (attached per step, the
@@ -36,7 +37,7 @@ for module_name, patch in cpu_patches.PATCHES.items():
 
 import torch  # noqa: E402
 import verl  # noqa: E402
-from verl.workers.utils import loss_params  # noqa: E402  (only the patched verl has it)
+from verl.trainer.ppo import loss_params  # noqa: E402  (only the patched verl has it)
 
 from verl_lambda.toy import build_model  # noqa: E402
 
@@ -81,11 +82,23 @@ def main() -> int:
     assert metrics[-1]["lambda_grpo/lambda"] == [lam]
     checkpoint = os.path.join(workdir, "checkpoint")
     harness.worker.save_checkpoint(checkpoint)
-    assert loss_params.LOSS_PARAMS_CHECKPOINT_FILE in os.listdir(checkpoint)
+    extra_state = torch.load(os.path.join(checkpoint, "extra_state_world_size_1_rank_0.pt"), weights_only=False)
+    assert extra_state["loss_params"]["params"]["lambda"].item() == lam, "λ is not in the checkpoint's extra state"
+    assert "loss_params.pt" not in os.listdir(checkpoint)
     resumed = ActorHarness(model_dir, [*OVERRIDES, "actor_rollout_ref.actor.loss_agg_mode=lambda_grpo"])
     resumed.worker.load_checkpoint(checkpoint)
     assert resumed.training_worker.loss_params.lam.item() == lam
-    print(f"λ = {lam:.6f} after 2 steps (4 optimizer steps), restored from the checkpoint")
+    without_extra = ActorHarness(
+        model_dir,
+        [
+            *OVERRIDES,
+            "actor_rollout_ref.actor.loss_agg_mode=lambda_grpo",
+            "actor_rollout_ref.actor.checkpoint.load_contents=[model,optimizer]",
+        ],
+    )
+    without_extra.worker.load_checkpoint(checkpoint)
+    assert without_extra.training_worker.loss_params.lam.item() == 0.0, "load_contents without extra restored λ"
+    print(f"λ = {lam:.6f} after 2 steps (4 optimizer steps), restored from the checkpoint's extra state")
 
     frozen, _ = train(
         model_dir,
