@@ -48,6 +48,7 @@ MODULE_LAYERS: dict[str, int] = {
     "verl_lambda.metrics": 2,
     "verl_lambda.plot": 2,
     "verl_lambda.presets": 2,
+    "verl_lambda.stats": 2,
     "verl_lambda.toy": 2,
     "verl_lambda.toy.model": 2,
     "verl_lambda.toy.task": 2,
