@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # A real verl training run on CPU: python -m verl.trainer.main_ppo with the tiny embedded model and task.
-#   STEPS=50 ALGO=lambda_grpo|grpo|dapo|grpo_lambda TASK=lengths-long|lengths-short|classes MODEL_SIZE=tiny|small|base \
+#   STEPS=50 ALGO=lambda_grpo|grpo|dapo|grpo_lambda TASK=chain-long|chain-short|lengths-long|lengths-short|classes \
+#     MODEL_SIZE=tiny|small|base \
 #     ROLLOUT=vllm|hf OUT=outputs/... bash scripts/demo_cpu.sh
-# TASK: lengths-long (longer responses, up to a per-prompt target, earn more: λ rises), lengths-short (its mirror:
+# TASK: chain-long (continue the class's sequence to its end: a per-prompt target of 1-9 tokens; the warm start stops
+# early), chain-short (the same task, from a warm start that runs past the end), lengths-long (longer responses, up
+# to a per-prompt target, earn more), lengths-short (its mirror:
 # λ falls) or classes (the tests' task); see verl_lambda/toy/task.py.
 # ROLLOUT: vllm (verl's own vLLM server rollout with vLLM's CPU build; the default where setup.sh installed it) or
 # hf (a transformers model: lighter, and the default where vLLM cannot be installed).
@@ -20,4 +23,4 @@ if [ -z "${ROLLOUT:-}" ]; then
 fi
 OUT=${OUT:-outputs/demo-${ALGO:-lambda_grpo}-${ROLLOUT}-$(date +%Y%m%d-%H%M%S)}
 exec .venv/bin/python -m verl_lambda.cpu.launch --out "$OUT" --steps "${STEPS:-50}" --algo "${ALGO:-lambda_grpo}" \
-  --task "${TASK:-lengths-long}" --size "${MODEL_SIZE:-tiny}" --rollout "$ROLLOUT" "$@"
+  --task "${TASK:-chain-long}" --size "${MODEL_SIZE:-tiny}" --rollout "$ROLLOUT" "$@"

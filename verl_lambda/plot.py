@@ -8,10 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from verl_lambda.toy.task import LENGTH_GAP_KEY
+
 # (title, metric key) of each panel; panels whose metric was never logged are left out.
 PANELS = (
     ("mean reward", "critic/score/mean"),
     ("mean response length (tokens)", "response_length/mean"),
+    ("mean |length − target| (tokens; chain tasks)", LENGTH_GAP_KEY),
     ("λ (λ-GRPO)", "actor/lambda_grpo/lambda"),
     ("corr(weight, length)", "actor/lambda_grpo/weight_length_corr"),
     ("λ's gradient (λ-GRPO)", "actor/lambda_grpo/lambda_grad"),

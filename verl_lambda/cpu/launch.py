@@ -29,7 +29,7 @@ from verl_lambda.cpu.harness import PRECISIONS
 from verl_lambda.metrics import read_metrics
 from verl_lambda.presets import ALGORITHMS
 from verl_lambda.presets import overrides as algo_overrides
-from verl_lambda.toy.task import TASKS
+from verl_lambda.toy.task import LENGTH_GAP_KEY, TASKS
 
 # Ray places each verl worker in a bundle asking for several CPUs; with too few logical CPUs declared, Ray waits
 # forever without an error. A 2-core machine runs fine with these declared.
@@ -108,7 +108,6 @@ TASK_LR = {"classes": 1e-2, "lengths-long": 2e-3, "lengths-short": 2e-3, "chain-
 # Where a run's rollouts are dumped (verl's ``trainer.rollout_data_dir``: one ``<step>.jsonl`` per step, each sample's
 # prompt, response and class), from which the chain tasks' mean |length - target| of each step is logged.
 ROLLOUTS_DIR = "rollouts"
-LENGTH_GAP_KEY = "task/length_gap"
 
 
 def with_length_gaps(records: list[dict], out_dir: Path) -> list[dict]:
@@ -241,7 +240,7 @@ def run(
     steps: int,
     algo: str,
     size: str = "tiny",
-    task: str = "lengths-long",
+    task: str = "chain-long",
     extra: Sequence[str] = (),
     timeout: float = 1800,
     stall_timeout: float = 600,
@@ -329,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--size", default="tiny", help="tiny model size: tiny, small or base")
     parser.add_argument(
         "--task",
-        default="lengths-long",
+        default="chain-long",
         choices=TASKS,
         help="lengths-long: longer responses (up to a prompt's target) earn more; lengths-short: its mirror; "
         "chain-long / chain-short: continue the class's sequence to its end, from a policy that stops early / late; "

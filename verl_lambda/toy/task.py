@@ -72,6 +72,8 @@ EXTRA_COST = 0.5
 CHAIN_EXTRA_COST = 0.5
 CHAIN_NOISE = 1.0 / 7.0
 CHAIN_OVERSHOOT = 12
+# The metric the CPU launcher logs for the chain tasks: each step's mean |response length - T|.
+LENGTH_GAP_KEY = "task/length_gap"
 
 
 def target_length(prompt_chars: int, variant: str) -> int:
