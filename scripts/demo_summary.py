@@ -7,7 +7,8 @@
     python scripts/demo_summary.py render --check   # exit 1 if a marked paragraph differs from what render writes
 
 ``summarise`` reads a demo's output folder (``metrics.jsonl``, every metric verl logged; ``summary.json``, the
-launcher's wall time and peak memory) and writes ``docs/data/demo/<name>.json``. ``render`` writes the paragraph
+launcher's wall time and peak memory; ``rollouts/<step>.jsonl``, verl's dump of every sample) and writes
+``docs/data/demo/<name>.json``. ``render`` writes the paragraph
 between ``<!-- demo-numbers:start -->`` and ``<!-- demo-numbers:end -->`` in README.md and docs/index.md as ranges
 over every committed summary; ``tests/test_docs.py`` runs the check, so the prose cannot drift from the files.
 """
@@ -34,6 +35,35 @@ LAMBDA_GRAD = "actor/lambda_grpo/lambda_grad"
 PROBS_DIFF = "training/rollout_probs_diff_max"
 STEP_TIME = "timing_s/step"
 CLIP_RATIO = "response_length/clip_ratio"
+ROLLOUTS = "rollouts"  # verl's per-step dumps of the run's samples (the launcher sets trainer.rollout_data_dir)
+
+
+def _step_samples(out_dir: Path, step: int) -> dict[str, list[tuple[int, float]]]:
+    """(response length in characters, score) of each sample of ``step``, by prompt group."""
+    groups: dict[str, list[tuple[int, float]]] = {}
+    for line in (out_dir / ROLLOUTS / f"{step}.jsonl").read_text().splitlines():
+        if line.strip():
+            sample = json.loads(line)
+            groups.setdefault(sample["uid"].rsplit("_", 2)[0], []).append((len(sample["output"]), sample["score"]))
+    return groups
+
+
+def length_reward_corr(groups: dict[str, list[tuple[int, float]]]) -> float | None:
+    """The mean over a step's groups of corr(length, reward) inside the group; None if no group has both varying."""
+    corrs = [
+        statistics.correlation([n for n, _ in g], [r for _, r in g])
+        for g in groups.values()
+        if len({n for n, _ in g}) > 1 and len({r for _, r in g}) > 1
+    ]
+    return statistics.fmean(corrs) if corrs else None
+
+
+def follows(grad: float, corr: float | None) -> bool | None:
+    """Whether λ's gradient has the sign the step's length-reward relation asks for: negative (λ rises, longer
+    responses weigh more) where longer earns more, positive where shorter does; None where there is no relation."""
+    if corr is None or corr == 0 or grad == 0:
+        return None
+    return (grad < 0) == (corr > 0)
 
 
 def _read_records(out_dir: Path) -> list[dict]:
@@ -66,6 +96,13 @@ def summarise(
         raise ValueError(f"{out_dir}: steps {steps} are not 1..n (a resumed or incomplete run)")
     lambdas = [r[LAMBDA] for r in records]
     peak = max(range(len(lambdas)), key=lambda i: lambdas[i])
+    low = min(range(len(lambdas)), key=lambda i: lambdas[i])
+    from verl_lambda.cpu.launch import length_gaps
+
+    gaps = length_gaps(out_dir / ROLLOUTS)
+    gap = [round(gaps[step], 3) for step in steps]
+    corrs = [length_reward_corr(_step_samples(out_dir, step)) for step in steps]
+    followed = [follows(r[LAMBDA_GRAD], c) for r, c in zip(records, corrs, strict=True)]
     t0, t1 = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (started, ended))
     return {
         "date": t0.date().isoformat(),
@@ -85,11 +122,17 @@ def summarise(
         "reward_last10_mean": round(_mean(records[-10:], REWARD), 4),
         "length_first10_mean": round(_mean(records[:10], LENGTH), 2),
         "length_last10_mean": round(_mean(records[-10:], LENGTH), 2),
-        "length_mean_steps_12_50": round(_mean([r for r in records if 12 <= r["step"] <= 50], LENGTH), 2),
+        "length_gap_first10_mean": round(statistics.fmean(gap[:10]), 2),
+        "length_gap_last10_mean": round(statistics.fmean(gap[-10:]), 2),
         "final_lambda": round(lambdas[-1], 4),
         "peak_lambda": round(lambdas[peak], 4),
         "peak_lambda_step": records[peak]["step"],
+        "lowest_lambda": round(lambdas[low], 4),
+        "lowest_lambda_step": records[low]["step"],
         "lambda_grad_nonzero_steps": sum(r[LAMBDA_GRAD] != 0 for r in records),
+        "lambda_grad_above_1e-4_steps": sum(abs(r[LAMBDA_GRAD]) > 1e-4 for r in records),
+        "lambda_grad_follows_steps": sum(f is True for f in followed),
+        "length_reward_related_steps": sum(f is not None for f in followed),
         "rollout_probs_diff_max": max(r[PROBS_DIFF] for r in records),
         "per_step": {
             "reward": [round(r[REWARD], 4) for r in records],
@@ -97,6 +140,8 @@ def summarise(
             "clip_ratio": [round(r.get(CLIP_RATIO, float("nan")), 4) for r in records],
             "lambda": [round(v, 5) for v in lambdas],
             "lambda_grad": [r[LAMBDA_GRAD] for r in records],
+            "length_gap": gap,
+            "length_reward_corr": [None if c is None else round(c, 4) for c in corrs],
             "rollout_probs_diff_max": [r[PROBS_DIFF] for r in records],
         },
     }
@@ -116,6 +161,10 @@ def span(values, fmt: str = "{:.2f}", unit: str = "") -> str:
 def _span_of(values, show) -> str:
     low, high = show(min(values)), show(max(values))
     return low if low == high else f"{low} to {high}"
+
+
+def signed(value: float) -> str:
+    return f"{value:+.3f}".replace("-", "−")
 
 
 def _minutes(seconds: float) -> str:
@@ -139,7 +188,7 @@ def paragraph(runs: list[dict]) -> str:
     loads = [load for run in runs for load in run["load_average_1min_at_start_and_end"]]
     text = (
         f"Measured in {len(runs)} run{'s' if len(runs) > 1 else ''} of `bash scripts/demo_cpu.sh` at its defaults "
-        f"(λ-GRPO on `lengths-long`, "
+        f"(λ-GRPO on `chain-long`, "
         f"{span(values('steps'), '{:d}')} steps of 8 prompts × 8 responses, tiny model, vLLM rollout; {seeds}) on "
         f"{' and '.join(dates)}, on the 2-core development machine while other jobs shared it (1-minute load "
         f"average {span(loads, '{:.1f}')} at the runs' starts and ends), after the first install: "
@@ -149,15 +198,18 @@ def paragraph(runs: list[dict]) -> str:
         f"{span(values('median_step_s_after_first'))} s per step (median); peak resident memory of all processes "
         f"together {span(values('peak_rss_gb'), '{:.1f}', ' GB')}. Mean reward went from "
         f"{span(values('reward_first10_mean'))} (first 10 steps) to {span(values('reward_last10_mean'))} (last 10), "
-        f"mean length from {span(values('length_first10_mean'), '{:.1f}')} to "
-        f"{span(values('length_last10_mean'), '{:.1f}')} tokens (over steps 12–50: "
-        f"{span(values('length_mean_steps_12_50'), '{:.1f}')}), and λ from 0 to "
-        f"{span(values('final_lambda'), '{:.3f}')} after the last step (its peak: "
-        f"{span(values('peak_lambda'), '{:.3f}')}, at step {span(values('peak_lambda_step'), '{:d}')}), its gradient "
-        f"non-zero in {span(values('lambda_grad_nonzero_steps'), '{:d}')} of the {span(values('steps'), '{:d}')} "
-        f"steps. vLLM's token probabilities agreed with the actor's recomputation to "
-        f"{_exponent(max(values('rollout_probs_diff_max')))} or better in every step of every run. Each run's numbers, "
-        f"command and date: `docs/data/demo/*.json` (`python scripts/demo_summary.py`)."
+        f"the mean |length − target| from {span(values('length_gap_first10_mean'))} to "
+        f"{span(values('length_gap_last10_mean'))} tokens, and the mean length over the last 10 steps was "
+        f"{span(values('length_last10_mean'), '{:.1f}')} tokens (the cap is 32). λ ended at "
+        f"{_span_of(values('final_lambda'), signed)} (its lowest value {_span_of(values('lowest_lambda'), signed)}, "
+        f"its highest {_span_of(values('peak_lambda'), signed)}); its gradient was "
+        f"above 1e-4 in {span(values('lambda_grad_above_1e-4_steps'), '{:d}')} of the "
+        f"{span(values('steps'), '{:d}')} steps and had the sign the step's length–reward relation asks for in "
+        f"{span(values('lambda_grad_follows_steps'), '{:d}')} of the "
+        f"{span(values('length_reward_related_steps'), '{:d}')} steps where that relation was defined. vLLM's token "
+        f"probabilities agreed with the actor's recomputation to {_exponent(max(values('rollout_probs_diff_max')))} "
+        f"or better in every step of every run. Each run's numbers, command and date: `docs/data/demo/*.json` "
+        f"(`python scripts/demo_summary.py`)."
     )
     return text
 

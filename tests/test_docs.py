@@ -180,39 +180,55 @@ def test_a_changed_summary_changes_the_paragraph(demo_runs):
 def test_each_summary_agrees_with_its_per_step_series(demo_runs):
     for run in demo_runs:
         series = run["per_step"]
-        lambdas, rewards, lengths = series["lambda"], series["reward"], series["length"]
-        assert run["steps"] == len(lambdas) == len(rewards) == len(lengths)
+        lambdas, rewards, lengths, gaps = series["lambda"], series["reward"], series["length"], series["length_gap"]
+        assert run["steps"] == len(lambdas) == len(rewards) == len(lengths) == len(gaps) == len(series["lambda_grad"])
         assert run["final_lambda"] == pytest.approx(lambdas[-1], abs=1e-4)
         assert run["peak_lambda"] == pytest.approx(max(lambdas), abs=1e-4)
+        assert run["lowest_lambda"] == pytest.approx(min(lambdas), abs=1e-4)
         assert lambdas[run["peak_lambda_step"] - 1] == max(lambdas)
+        assert lambdas[run["lowest_lambda_step"] - 1] == min(lambdas)
         assert run["reward_first10_mean"] == pytest.approx(statistics.fmean(rewards[:10]), abs=1e-3)
         assert run["reward_last10_mean"] == pytest.approx(statistics.fmean(rewards[-10:]), abs=1e-3)
-        assert run["length_mean_steps_12_50"] == pytest.approx(statistics.fmean(lengths[11:50]), abs=1e-2)
-        assert run["lambda_grad_nonzero_steps"] == sum(g != 0 for g in series["lambda_grad"])
+        assert run["length_last10_mean"] == pytest.approx(statistics.fmean(lengths[-10:]), abs=1e-2)
+        assert run["length_gap_first10_mean"] == pytest.approx(statistics.fmean(gaps[:10]), abs=1e-2)
+        assert run["length_gap_last10_mean"] == pytest.approx(statistics.fmean(gaps[-10:]), abs=1e-2)
+        grads, corrs = series["lambda_grad"], series["length_reward_corr"]
+        assert run["lambda_grad_nonzero_steps"] == sum(g != 0 for g in grads)
+        assert run["lambda_grad_above_1e-4_steps"] == sum(abs(g) > 1e-4 for g in grads)
+        followed = [demo_summary.follows(g, c) for g, c in zip(grads, corrs, strict=True)]
+        assert run["lambda_grad_follows_steps"] == sum(f is True for f in followed)
+        assert run["length_reward_related_steps"] == sum(f is not None for f in followed)
         assert run["rollout_probs_diff_max"] == max(series["rollout_probs_diff_max"])
         assert re.match(r"(OUT=\S+ )?bash scripts/demo_cpu.sh", run["command"]) and re.match(
             r"\d{4}-\d\d-\d\d$", run["date"]
         )
 
 
-def test_what_the_docs_say_to_expect_from_lambda_holds_in_every_committed_run(demo_runs):
+def test_the_length_reward_sign_rule():
+    assert demo_summary.follows(-0.01, 0.4) and demo_summary.follows(0.02, -0.3)  # λ rises where longer earns more
+    assert demo_summary.follows(0.01, 0.4) is False and demo_summary.follows(-0.01, -0.4) is False
+    assert demo_summary.follows(0.01, None) is None and demo_summary.follows(0.0, 0.5) is None
+    groups = {"a": [(3, 0.1), (5, 0.3), (7, 0.5)], "b": [(4, 1.0), (4, 1.0)], "c": [(2, 0.9), (6, 0.1)]}
+    assert demo_summary.length_reward_corr(groups) == pytest.approx((1.0 - 1.0) / 2)  # b has no relation
+    assert demo_summary.length_reward_corr({"b": [(4, 1.0), (4, 0.5)]}) is None
+
+
+def test_what_the_docs_say_to_expect_from_the_demo_holds_in_every_committed_run(demo_runs):
     """The statements of docs/index.md, "What to expect from λ", checked run by run."""
     for run in demo_runs:
-        series = run["per_step"]
-        grads, lambdas, clip = series["lambda_grad"], series["lambda"], series["clip_ratio"]
-        half = len(grads) // 2
-        varying = [g for g, c in zip(grads, clip, strict=True) if c < 0.5]
-        at_cap = [g for g, c in zip(grads, clip, strict=True) if c > 0.85]
-        name = run["command"]
-        assert grads[0] < 0 < lambdas[0], f"{name}: λ's gradient is negative at the first step, and λ rises"
-        assert sum(g < 0 for g in varying) > 0.75 * len(varying), f"{name}: negative in most steps while lengths vary"
-        assert lambdas[half - 1] > lambdas[-1] - lambdas[half - 1] > 0, f"{name}: λ rises, faster in the first half"
-        assert statistics.fmean(clip[half:]) > 0.8, f"{name}: most responses reach the cap in the second half"
-        assert at_cap and varying, f"{name}: both regimes occur"
-        mean_abs = [statistics.fmean(abs(g) for g in part) for part in (at_cap, varying)]
-        assert mean_abs[0] < 0.5 * mean_abs[1], f"{name}: the gradient is small once most groups are at the cap"
-        assert all(g == 0 for g, c in zip(grads, clip, strict=True) if c == 1.0), (
-            f"{name}: exactly 0 when every response is capped"
+        series, name, steps = run["per_step"], run["command"], run["steps"]
+        corrs, lambdas = series["length_reward_corr"], series["lambda"]
+        assert sum(c is not None and c < 0 for c in corrs) >= 43, f"{name}: shorter earns more in most steps"
+        assert all(v < 0 for v in lambdas[3:]) and -0.45 < lambdas[-1] < -0.3, f"{name}: λ falls, below 0 from step 4"
+        assert run["lambda_grad_follows_steps"] >= 0.9 * run["length_reward_related_steps"], (
+            f"{name}: λ's gradient follows the length-reward relation"
+        )
+        assert run["length_gap_last10_mean"] <= 1.0, f"{name}: lengths settle within a token of the targets"
+        assert run["length_last10_mean"] <= 8.0, f"{name}: lengths settle far below the 32-token cap"
+        assert max(series["clip_ratio"]) <= 0.2, f"{name}: at most a fifth of a step's responses reach the cap"
+        assert run["lambda_grad_above_1e-4_steps"] == steps, f"{name}: λ's gradient is above 1e-4 in every step"
+        assert max(abs(b - a) for a, b in zip([0.0, *lambdas], lambdas, strict=False)) <= 0.012, (
+            f"{name}: λ moves about 0.01 a step"
         )
         assert max(series["rollout_probs_diff_max"]) < 1e-4, f"{name}: vLLM gets the actor's weights every step"
 
