@@ -109,9 +109,11 @@ def _loss_inputs(seed=0, bs=12, t=20):
     return loss_mat, mask
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("base", ["seq-mean-token-mean", "token-mean"])
-def test_unit_weights_are_exactly_verls_aggregation(base):
+def test_unit_weights_are_exactly_verls_aggregation(base, dtype):
     loss_mat, mask = _loss_inputs()
+    loss_mat = loss_mat.to(dtype)
     ours = weighted_agg_loss(
         loss_mat, mask, torch.ones(len(mask)), base, dp_size=2, batch_num_tokens=97, global_batch_size=30
     )
