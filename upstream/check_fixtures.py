@@ -7,8 +7,10 @@ Run by ``scripts/check_upstream.sh`` with the patched verl importable (and verl'
 1. every fixture case through the patched verl: ``length_weights``, ``traced_log_ratio`` and ``trace_mass`` from
    the series' modules, and the weighted aggregation through ``core_algos.agg_loss(..., "lambda_grpo",
    seq_weights=..., base=...)``, i.e. the registered loss aggregation mode;
-2. with VERL_TREE, the fixture values embedded in the series' own tests (``FIXTURE_CASES`` in
-   ``tests/trainer/ppo/test_lambda_grpo_on_cpu.py`` and ``test_grpo_lambda_on_cpu.py``) against the same files.
+2. with VERL_TREE, any fixture values embedded in the series' own tests (a ``FIXTURE_CASES`` literal in
+   ``tests/trainer/ppo/test_lambda_grpo_on_cpu.py`` or ``test_grpo_lambda_on_cpu.py``) against the same files.
+   Today neither test embeds any: both compute their expectations from in-test float64 references (the direct
+   formulas of the weights, the trace and the trace mass), so the fixtures reach the series through 1. only.
 
 Exit status 1 on any mismatch.
 """
@@ -59,12 +61,12 @@ def verl_impl() -> SimpleNamespace:
 
 
 def embedded_cases(path: Path) -> list[dict]:
-    """The ``FIXTURE_CASES`` literal of a test module, read without importing it."""
+    """The ``FIXTURE_CASES`` literal of a test module, read without importing it; [] if it has none."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "FIXTURE_CASES" for t in node.targets):
             return ast.literal_eval(node.value)
-    raise LookupError(f"{path} defines no FIXTURE_CASES")
+    return []
 
 
 def check_embedded(verl_tree: Path) -> list[str]:
