@@ -16,8 +16,10 @@
 # Work happens in build/upstream/ (ignored by git): the sdist (downloaded once), verl/ (the sdist as a git repo with
 # the series applied as commits, kept after the run, see upstream/README.md to refresh the series) and venv/ (its own
 # environment: a venv that sees .venv's packages through a .pth file, with the patched verl installed over verl).
-# Patches that change files the sdist lacks (docs/, examples/) cannot be applied to it: their new files are checked
-# here, and they are applied to verl's git repository when VERL_GIT_DIR is set.
+# Each algorithm patch carries its docs page and example (docs/, examples/), which the sdists do not ship: the code
+# parts of every patch are applied to the sdists (git am --exclude, one commit per patch), each patch's new docs and
+# example files are laid out and checked here, and the whole patches are applied to verl's git repository when
+# VERL_GIT_DIR is set (build/upstream/verl-git, which upstream/export.sh exports the series from).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -68,34 +70,27 @@ git_tree init -q
 git_tree add -A
 git_tree commit -q -m "verl $VERSION sdist"
 
-# 3. the series, in order
-mapfile -t KINDS < <("$PY" upstream/series.py classify "$TREE" "${PATCHES[@]}")
-GIT_ONLY=()
-for i in "${!PATCHES[@]}"; do
-  patch="${PATCHES[$i]}"
-  if [ "${KINDS[$i]}" = tree ]; then
-    git_tree am -q --keep-non-patch "$ROOT/$patch" || fail "$(basename "$patch") does not apply to verl $VERSION"
-    step "applied $(basename "$patch")"
+# 3. the series, in order: the code part of each patch as one commit (the sdist has no docs/ or examples/), and the
+# new docs and example files of each patch laid out for the checks of step 4
+SDIST_EXCLUDE=(--exclude='docs/*' --exclude='examples/*')
+LAID_OUT=0
+for patch in "${PATCHES[@]}"; do
+  name=$(basename "$patch")
+  git_tree am -q --keep-non-patch "${SDIST_EXCLUDE[@]}" "$ROOT/$patch" || fail "$name does not apply to verl $VERSION"
+  git -C "$TREE" apply --stat "$ROOT/$patch" >/dev/null || fail "$name is not a valid patch"
+  mapfile -t docs < <("$PY" upstream/series.py layout "$ROOT/$patch")  # none: an empty array
+  if [ ${#docs[@]} -gt 0 ]; then
+    includes=()
+    for file in "${docs[@]}"; do includes+=("--include=$file"); done
+    git -C "$TREE" apply "${includes[@]}" "$ROOT/$patch" || fail "the new docs and example files of $name do not apply"
+    LAID_OUT=$((LAID_OUT + ${#docs[@]}))
+    step "applied $name (code; its ${#docs[@]} new docs and example files laid out for the checks)"
   else
-    GIT_ONLY+=("$patch")
+    step "applied $name"
   fi
 done
-for patch in "${GIT_ONLY[@]}"; do
-  # changes files the sdist lacks: check it is well formed and lay out its new files for the sanity checks
-  git -C "$TREE" apply --stat "$ROOT/$patch" >/dev/null || fail "$(basename "$patch") is not a valid patch"
-  mapfile -t added < <("$PY" - "$ROOT/$patch" <<'EOF'
-import sys
-sys.path.insert(0, "upstream")
-import series
-print("\n".join(series.parse(__import__("pathlib").Path(sys.argv[1])).added))
-EOF
-)
-  includes=()
-  for file in "${added[@]}"; do includes+=("--include=$file"); done
-  git -C "$TREE" apply "${includes[@]}" "$ROOT/$patch" || fail "the new files of $(basename "$patch") do not apply"
-  step "$(basename "$patch") changes files the sdist lacks: its ${#added[@]} new files are checked here, the patch" \
-    "itself against verl's git repository ($([ -n "${VERL_GIT_DIR:-}" ] && echo "VERL_GIT_DIR below" || echo "set VERL_GIT_DIR to do it"))"
-done
+step "$LAID_OUT new docs and example files checked here; the patches' changes to docs/index.rst and" \
+  "examples/README.md against verl's git repository ($([ -n "${VERL_GIT_DIR:-}" ] && echo "VERL_GIT_DIR below" || echo "set VERL_GIT_DIR to do it"))"
 
 # 4. verl's ruff settings (its pyproject.toml) on the Python files of the series, and verl's sanity rules
 mapfile -t PYFILES < <("$PY" upstream/series.py touched "${PATCHES[@]}")
@@ -103,7 +98,7 @@ mapfile -t PYFILES < <("$PY" upstream/series.py touched "${PATCHES[@]}")
   || fail "the series is not ruff clean under verl's settings (cd $TREE && ruff check / ruff format --diff)"
 step "ruff (verl's settings): ${#PYFILES[@]} files clean"
 "$PY" upstream/series.py sanity "$TREE" "${PATCHES[@]}" || fail "verl's sanity rules"
-for patch in "${GIT_ONLY[@]}"; do git -C "$TREE" clean -fdq docs examples; done
+git -C "$TREE" clean -fdq docs examples  # the laid-out files; the sdist has neither folder
 
 # 5. optionally, the whole series on verl's git repository (not reachable from CI)
 if [ -n "${VERL_GIT_DIR:-}" ]; then
@@ -111,6 +106,7 @@ if [ -n "${VERL_GIT_DIR:-}" ]; then
   rm -rf "$GTREE"
   git clone -q --shared "$VERL_GIT_DIR" "$GTREE"
   head=$(git -C "$GTREE" log -1 --format='%h %cs')
+  git -C "$GTREE" tag series-base  # where upstream/export.sh starts the series
   git -C "$GTREE" -c user.name=check_upstream -c user.email=check_upstream@localhost am -q --keep-non-patch \
     "${PATCHES[@]/#/$ROOT/}" || fail "the series does not apply to $VERL_GIT_DIR ($head)"
   step "the whole series applies to $VERL_GIT_DIR at $head"
@@ -187,7 +183,8 @@ NEW_TESTS=(
   tests/trainer/ppo/test_group_mean_token_mean_on_cpu.py
 )
 
-# 10. verl 0.9.0 too: the code patches on its sdist, and the series' new tests there (CHECK_UPSTREAM_090=0 skips it)
+# 10. verl 0.9.0 too: the code parts of the patches on its sdist, and the series' new tests there
+# (CHECK_UPSTREAM_090=0 skips it)
 if [ "${CHECK_UPSTREAM_090:-1}" = 1 ]; then
   OLD_VERSION=0.9.0
   OLD_SHA256=41a7ebff5482a94fe1b0311ec48825fcb10123f9420801ca1b8e7e1d122f3f12
@@ -196,17 +193,17 @@ if [ "${CHECK_UPSTREAM_090:-1}" = 1 ]; then
   old_tree() { git -C "$OLD_TREE" -c user.name=check_upstream -c user.email=check_upstream@localhost -c commit.gpgsign=false "$@"; }
   old_tree init -q && old_tree add -A && old_tree commit -q -m "verl $OLD_VERSION sdist"
   reduced=()
-  for i in "${!PATCHES[@]}"; do
-    [ "${KINDS[$i]}" = tree ] || continue
-    patch="${PATCHES[$i]}"
-    if ! old_tree am -q --keep-non-patch "$ROOT/$patch" >/dev/null 2>&1; then
-      # the series is made against 0.9.1: a hunk whose surrounding lines differ in 0.9.0 applies with 1 line of context
+  for patch in "${PATCHES[@]}"; do
+    if ! old_tree am -q --keep-non-patch "${SDIST_EXCLUDE[@]}" "$ROOT/$patch" >/dev/null 2>&1; then
+      # the series is made against verl main: a hunk whose surrounding lines differ in 0.9.0 applies with 1 line of
+      # context
       old_tree am --abort
-      old_tree am -q -C1 --keep-non-patch "$ROOT/$patch" || fail "$(basename "$patch") does not apply to verl $OLD_VERSION"
+      old_tree am -q -C1 --keep-non-patch "${SDIST_EXCLUDE[@]}" "$ROOT/$patch" \
+        || fail "$(basename "$patch") does not apply to verl $OLD_VERSION"
       reduced+=("$(basename "$patch" | cut -c1-4)")
     fi
   done
-  step "the code patches apply to verl $OLD_VERSION${reduced[*]:+ (with 1 line of context: ${reduced[*]})}"
+  step "the code parts of the patches apply to verl $OLD_VERSION${reduced[*]:+ (with 1 line of context: ${reduced[*]})}"
   # verl 0.9.0 imports flash_attn for its padding helpers even on CPU: pure-torch stand-ins (verl-lambda's CPU ones)
   mkdir -p "$BUILD/shim-$OLD_VERSION/flash_attn"
   : >"$BUILD/shim-$OLD_VERSION/flash_attn/__init__.py"

@@ -1,12 +1,14 @@
 """Helpers of ``scripts/check_upstream.sh`` for the patch series in ``upstream/``.
 
-    python upstream/series.py classify TREE PATCH...   # per patch: "tree" if it applies to TREE's files, else "git"
+    python upstream/series.py layout PATCH             # a patch's new files the sdists lack (docs/, examples/)
     python upstream/series.py touched PATCH...         # the Python files the patches add or change
     python upstream/series.py sanity TREE PATCH...     # verl's sanity rules on the files the patches add or change
     python upstream/series.py stats PATCH...           # files, +lines, -lines per patch (Markdown table)
 
-A patch is checked against the 0.9.1 sdist ("tree") when every file it changes exists there; patches that change
-files the sdist lacks (docs/, examples/) are checked against verl's git repository instead ("git").
+Each algorithm patch carries its own docs page and example (``docs/``, ``examples/``), which verl's sdists do not
+ship: ``check_upstream.sh`` applies the code parts of every patch to the sdists (``git am --exclude``), lays out each
+patch's new docs and example files for the checks below, and applies the whole series to verl's git repository when
+``VERL_GIT_DIR`` is set.
 
 ``sanity`` applies, to the files a patch adds or changes, the rules of verl's pre-commit hooks and
 ``tests/special_sanity`` (the sdist does not ship those scripts): license header on new Python files, docstrings of
@@ -14,7 +16,9 @@ public functions and classes (``core_algos.py`` as verl checks it, and the publi
 device-specific API in new modules, the
 comment/blank-line format of ``actor.yaml``, a "Last updated" line in docs, example script names
 ``run_<model>_<train-backend>.sh`` without inference-backend or platform tokens, uv only behind the GPU gate, and
-verl's spelling rules.
+verl's spelling rules; and that a patch adding a page ``docs/algo/X.md`` adds ``algo/X.md`` to ``docs/index.rst``, and
+a patch adding an example folder ``examples/D/`` adds its row (`` `D/` ``) to ``examples/README.md``, in the same
+patch.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ LICENSE_HEADS = (
 DOCSTRING_CHECKED = ("verl/trainer/ppo/core_algos.py",)
 DEVICE_KEYWORDS = (".cuda", '"cuda"', '"nccl"')
 DOC_YAML = ("verl/trainer/config/actor/actor.yaml",)
+SDIST_LACKS = ("docs/", "examples/")  # what verl's sdists do not ship: applied to verl's git repository only
 EXAMPLE_BACKENDS = ("fsdp", "fsdp2", "fsdp_turbo", "megatron", "megatron_lite", "mindspeed", "automodel", "veomni")
 EXAMPLE_FORBIDDEN = ("vllm", "sglang", "trtllm", "npu", "amd", "gb200", "b200", "blackwell", "fp8")
 UV_COMMAND = re.compile(r"""(?:^|[\s;&|(="'])uv\s+(?:-\S+\s+)*(?:run|sync|pip|lock|venv|tool|add|export)\b""")
@@ -91,6 +96,7 @@ class Patch:
     changed: list[str] = field(default_factory=list)  # existing files
     plus: int = 0
     minus: int = 0
+    added_lines: dict[str, list[str]] = field(default_factory=dict)  # per file, the lines the patch adds
 
     @property
     def files(self) -> list[str]:
@@ -109,6 +115,7 @@ def parse(path: Path) -> Patch:
             new_file = True
         elif current is not None and line.startswith("+") and not line.startswith("+++"):
             patch.plus += 1
+            patch.added_lines.setdefault(current, []).append(line[1:])
         elif current is not None and line.startswith("-") and not line.startswith("---"):
             patch.minus += 1
     if current is not None:
@@ -116,13 +123,25 @@ def parse(path: Path) -> Patch:
     return patch
 
 
-def classify(tree: Path, paths: list[Path]) -> list[str]:
-    """Per patch, in order: "tree" if every file it changes is in ``tree`` or added by an earlier patch."""
-    kinds, added = [], set()
-    for patch in map(parse, paths):
-        kinds.append("tree" if all(f in added or (tree / f).exists() for f in patch.changed) else "git")
-        added.update(patch.added)
-    return kinds
+def layout(path: Path) -> list[str]:
+    """The new files of a patch that verl's sdists lack (docs pages, examples): laid out for the checks."""
+    return [name for name in parse(path).added if name.startswith(SDIST_LACKS)]
+
+
+def _indexed(patch: Patch) -> list[str]:
+    """A docs page or example folder the patch adds without its entry in docs/index.rst or examples/README.md."""
+    problems = []
+    toctree = [line.strip() for line in patch.added_lines.get("docs/index.rst", [])]
+    rows = "\n".join(patch.added_lines.get("examples/README.md", []))
+    for name in patch.added:
+        if re.fullmatch(r"docs/algo/[^/]+\.md", name) and name.removeprefix("docs/") not in toctree:
+            problems.append(f"{patch.path.name}: {name} is not added to docs/index.rst's toctree by the same patch")
+    for folder in sorted(
+        {name.split("/")[1] for name in patch.added if name.count("/") >= 2 and name.startswith("examples/")}
+    ):
+        if f"`{folder}/`" not in rows:
+            problems.append(f"{patch.path.name}: examples/{folder}/ has no row in examples/README.md in the same patch")
+    return problems
 
 
 def _public_without_docstring(source: str, in_private_classes: bool) -> list[str]:
@@ -183,6 +202,7 @@ def sanity(tree: Path, paths: list[Path]) -> list[str]:
     for number, path in enumerate(paths, start=1):
         problems += pr_shape(path, number, len(paths))
     for patch in map(parse, paths):
+        problems += _indexed(patch)
         for name in patch.files:
             file = tree / name
             if not file.exists():  # a file of a patch that was not applied to this tree
@@ -222,8 +242,10 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     command, args = argv[1], argv[2:]
-    if command == "classify":
-        print("\n".join(classify(Path(args[0]), [Path(a) for a in args[1:]])))
+    if command == "layout":
+        names = layout(Path(args[0]))
+        if names:  # nothing at all for a patch without docs or examples
+            print("\n".join(names))
     elif command == "touched":
         names = {n for p in args for n in parse(Path(p)).files if n.endswith(".py")}
         print("\n".join(sorted(names)))
