@@ -4,6 +4,7 @@
     python scripts/mutation_test.py verl_lambda/config.py    # one module
     python scripts/mutation_test.py --minutes 60              # stop after an hour; the next run resumes
     python scripts/mutation_test.py --recheck-survivors       # after adding tests: survivors run again
+    python scripts/mutation_test.py --workers 2               # two mutants at once, each in its own scratch tree
     python scripts/mutation_test.py --report-only             # rewrite docs/mutation from the sessions
 
 Each module is mutated against the fast tests that exercise it (``MODULES`` below: a mapping module -> test files,
@@ -17,8 +18,10 @@ line), if the note says it is equivalent or harmless (``earlier_notes``).
 
 cosmic-ray mutates files in place, so everything runs in a scratch copy of the checkout (``.mutation/tree-<module>``,
 laid anew from the tracked and untracked-not-ignored files at every run, which also undoes a mutant left behind by a
-killed run). Each mutant's tests run as ``python -m pytest -x`` in that copy, with ``PYTHONPATH`` set to the copy and
-``PYTHONSAFEPATH=1``: the test process imports the mutated package, and so does every subprocess the tests start.
+killed run). Each mutant's tests run as ``python -m pytest -x`` in that copy, started by a process whose ``PYTHONPATH``
+is the copy (``tree_env``), with ``PYTHONSAFEPATH=1``: the test process imports the mutated package, and so does every
+subprocess the tests start. With ``--workers N`` cosmic-ray's http distributor hands the mutants to N
+``cosmic-ray http-worker`` processes, each in its own copy with that environment and one thread per test process.
 In particular the gloo ranks of ``tests/support/lambda_runs.py`` (``launch_ranks``) are started as
 ``python lambda_runs.py`` with ``os.environ`` passed on: they inherit ``PYTHONPATH``, so they see the mutant too. (A
 rank's ``sys.path[0]`` is the script's folder, not the copy's root: without the inherited ``PYTHONPATH`` it would
@@ -40,9 +43,11 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,13 +115,14 @@ def tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def tree(module: str) -> Path:
-    """The module's scratch copy of the checkout: one per module, so that two runs on different modules can go on at
-    once (``python scripts/mutation_test.py A & python scripts/mutation_test.py B``; not the same module twice)."""
-    return STATE / f"tree-{slug(module)}"
+def tree(module: str, worker: int = 0) -> Path:
+    """The module's scratch copy of the checkout: one per module (and per worker of ``--workers``), so that two runs
+    on different modules can go on at once (``python scripts/mutation_test.py A & python scripts/mutation_test.py
+    B``; not the same module twice)."""
+    return STATE / (f"tree-{slug(module)}" + (f"-w{worker}" if worker else ""))
 
 
-def lay_tree(module: str) -> None:
+def lay_tree(module: str, worker: int = 0) -> None:
     """A fresh scratch copy of the checkout's files (tracked, and untracked but not ignored)."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -124,7 +130,7 @@ def lay_tree(module: str) -> None:
         capture_output=True,
         check=True,
     ).stdout.decode()
-    root = tree(module)
+    root = tree(module, worker)
     if root.exists():
         shutil.rmtree(root)
     for relative in filter(None, listed.split("\0")):
@@ -135,24 +141,39 @@ def lay_tree(module: str) -> None:
             shutil.copy2(source, target)
 
 
+def tree_env(root: Path) -> dict[str, str]:
+    """The environment of a process that runs mutants' tests in ``root``: they, and every process they start,
+    import the package from ``root`` (``PYTHONPATH``), where the mutant is."""
+    return {**os.environ, "PYTHONPATH": str(root)}
+
+
 def test_command(module: str) -> str:
+    """The tests of ``module``'s mutants, run in a scratch tree by a process with ``tree_env`` of that tree (the same
+    command serves every worker, each in its own tree)."""
     tests, extra = MODULES[module]
-    env = f"PYTHONPATH={tree(module)} PYTHONSAFEPATH=1 PYTHONDONTWRITEBYTECODE=1"
+    env = "PYTHONSAFEPATH=1 PYTHONDONTWRITEBYTECODE=1"
     options = "-x -q -p no:randomly -p no:cacheprovider --no-header -o addopts=--import-mode=importlib"
     quoted = " ".join(f"'{arg}'" for arg in extra)
     return f"env {env} {python()} -m pytest {options} {quoted} {' '.join(tests)}"
 
 
-def write_config(module: str) -> Path:
+def write_config(module: str, worker_urls: Sequence[str] = ()) -> Path:
+    """The session's cosmic-ray config: the local distributor, or the http one with ``worker_urls``."""
     config = STATE / f"{slug(module)}.toml"
     excluded = ", ".join(json.dumps(pattern) for pattern in EXCLUDED_OPERATORS)
+    distributor = '[cosmic-ray.distributor]\nname = "local"\n'
+    if worker_urls:
+        urls = ", ".join(json.dumps(url) for url in worker_urls)
+        distributor = (
+            f'[cosmic-ray.distributor]\nname = "http"\n[cosmic-ray.distributor.http]\nworker-urls = [{urls}]\n'
+        )
     config.write_text(
         "[cosmic-ray]\n"
         f'module-path = "{module}"\n'
         f"timeout = {TIMEOUT_S.get(module, DEFAULT_TIMEOUT_S)}\n"
         "excluded-modules = []\n"
         f"test-command = {json.dumps(test_command(module))}\n"
-        '[cosmic-ray.distributor]\nname = "local"\n'
+        f"{distributor}"
         f"[cosmic-ray.filters.operators-filter]\nexclude-operators = [{excluded}]\n"
     )
     return config
@@ -171,7 +192,9 @@ def prepare_session(module: str) -> Path:
         return session
     session.unlink(missing_ok=True)
     # a mutant counts as killed when its tests fail: they must pass without one
-    baseline = subprocess.run(shlex.split(test_command(module)), cwd=tree(module), capture_output=True, text=True)
+    baseline = subprocess.run(
+        shlex.split(test_command(module)), cwd=tree(module), env=tree_env(tree(module)), capture_output=True, text=True
+    )
     if baseline.returncode != 0:
         raise SystemExit(f"{module}: its tests fail without any mutant:\n{baseline.stdout[-3000:]}{baseline.stderr}")
     subprocess.run([tool("cosmic-ray"), "init", str(config), str(session)], cwd=tree(module), check=True)
@@ -191,14 +214,56 @@ def reopen_survivors(session: Path) -> int:
         return survivors.delete()
 
 
-def execute(module: str, session: Path, deadline: float) -> bool:
-    """Run the session's pending mutants until done or ``deadline``; True when it finished."""
-    config = STATE / f"{slug(module)}.toml"
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start_workers(module: str, workers: int) -> tuple[list[subprocess.Popen], list[str]]:
+    """``workers`` cosmic-ray http workers, each in its own scratch tree and with that tree's environment, each test
+    process limited to one thread (the workers share the machine's cores); their processes and URLs."""
+    processes, urls = [], []
+    for worker in range(workers):
+        lay_tree(module, worker)
+        port = _free_port()
+        env = {**tree_env(tree(module, worker)), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        processes.append(
+            subprocess.Popen(
+                [tool("cosmic-ray"), "http-worker", "--port", str(port)],
+                cwd=tree(module, worker),
+                env=env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        urls.append(f"http://127.0.0.1:{port}")
+    for url in urls:  # wait until each listens
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(300):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"cosmic-ray http-worker at {url} did not start")
+    return processes, urls
+
+
+def execute(module: str, session: Path, deadline: float, workers: int = 1) -> bool:
+    """Run the session's pending mutants until done or ``deadline``; True when it finished. With ``workers`` > 1,
+    that many mutants run at once, each in its own scratch tree (cosmic-ray's http distributor)."""
     left = deadline - time.monotonic()
     if left <= 0:
         return False
+    processes, urls = _start_workers(module, workers) if workers > 1 else ([], [])
+    config = write_config(module, urls)
     process = subprocess.Popen(
-        [tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree(module), start_new_session=True
+        [tool("cosmic-ray"), "exec", str(config), str(session)],
+        cwd=tree(module),
+        env=tree_env(tree(module)),
+        start_new_session=True,
     )
     try:
         process.wait(timeout=left)
@@ -208,7 +273,12 @@ def execute(module: str, session: Path, deadline: float) -> bool:
         process.wait()
         return False
     finally:
-        lay_tree(module)  # undo a mutant left in place
+        for worker_process in processes:
+            os.killpg(worker_process.pid, signal.SIGTERM)  # the worker and the tests it runs
+            worker_process.wait()
+        write_config(module)
+        for worker in range(max(workers, 1)):
+            lay_tree(module, worker)  # undo a mutant left in place
 
 
 def earlier_notes() -> dict[tuple[str, str, str], str]:
@@ -351,6 +421,9 @@ def main() -> int:
     parser.add_argument(
         "--recheck-survivors", action="store_true", help="run the survivors again (with the tests added since)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="mutants run at once, each in its own scratch tree (default 1)"
+    )
     args = parser.parse_args()
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
@@ -363,7 +436,7 @@ def main() -> int:
             session = prepare_session(module)
             if args.recheck_survivors:
                 print(f"[mutation] {module}: {reopen_survivors(session)} survivors pending again")
-            finished = execute(module, session, deadline)
+            finished = execute(module, session, deadline, args.workers)
             print(f"[mutation] {module}: {'finished' if finished else 'stopped (resume by running again)'}")
             write_report()
             if not finished:
