@@ -132,3 +132,15 @@ def test_outside_the_actor_loss_lambda_grpo_means_its_default_base_unweighted():
     loss_mat, mask = torch.randn(6, 9, generator=gen), (torch.rand(6, 9, generator=gen) > 0.2).float()
     got = core_algos.agg_loss(loss_mat, mask, "lambda_grpo")
     assert torch.equal(got, core_algos.agg_loss(loss_mat, mask, "seq-mean-token-mean"))
+
+
+def test_the_weight_length_correlation_metric_is_pearsons():
+    import statistics
+
+    from verl_lambda.lambda_grpo import _correlation
+
+    weights, lengths = torch.tensor([0.9, 1.2, 1.0, 0.7, 1.2]), torch.tensor([12.0, 30.0, 18.0, 5.0, 22.0])
+    want = statistics.correlation(weights.double().tolist(), lengths.double().tolist())
+    assert _correlation(weights, lengths) == pytest.approx(want, rel=1e-12)
+    assert _correlation(weights, -3.0 * lengths) == pytest.approx(-want, rel=1e-12)
+    assert _correlation(torch.ones(4), torch.tensor([1.0, 2.0, 3.0, 4.0])) == 0.0  # undefined: reported as 0 today
