@@ -425,6 +425,8 @@ def main() -> int:
         "--workers", type=int, default=1, help="mutants run at once, each in its own scratch tree (default 1)"
     )
     args = parser.parse_args()
+    # a SIGTERM (kill, a session's end) unwinds like Ctrl-C: execute's cleanup stops the workers and undoes the mutant
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown modules {unknown}; known: {', '.join(MODULES)}")
