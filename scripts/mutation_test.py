@@ -220,10 +220,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start_workers(module: str, workers: int) -> tuple[list[subprocess.Popen], list[str]]:
+def _start_workers(module: str, workers: int, processes: list[subprocess.Popen]) -> list[str]:
     """``workers`` cosmic-ray http workers, each in its own scratch tree and with that tree's environment, each test
-    process limited to one thread (the workers share the machine's cores); their processes and URLs."""
-    processes, urls = [], []
+    process limited to one thread (the workers share the machine's cores); their URLs. Each process joins
+    ``processes`` as soon as it starts, so that the caller stops it even if this is interrupted."""
+    urls = []
     for worker in range(workers):
         lay_tree(module, worker)
         port = _free_port()
@@ -248,7 +249,7 @@ def _start_workers(module: str, workers: int) -> tuple[list[subprocess.Popen], l
             time.sleep(0.1)
         else:
             raise RuntimeError(f"cosmic-ray http-worker at {url} did not start")
-    return processes, urls
+    return urls
 
 
 def execute(module: str, session: Path, deadline: float, workers: int = 1) -> bool:
@@ -257,22 +258,26 @@ def execute(module: str, session: Path, deadline: float, workers: int = 1) -> bo
     left = deadline - time.monotonic()
     if left <= 0:
         return False
-    processes, urls = _start_workers(module, workers) if workers > 1 else ([], [])
-    config = write_config(module, urls)
-    process = subprocess.Popen(
-        [tool("cosmic-ray"), "exec", str(config), str(session)],
-        cwd=tree(module),
-        env=tree_env(tree(module)),
-        start_new_session=True,
-    )
+    processes: list[subprocess.Popen] = []
+    process = None
     try:
+        urls = _start_workers(module, workers, processes) if workers > 1 else []
+        config = write_config(module, urls)
+        process = subprocess.Popen(
+            [tool("cosmic-ray"), "exec", str(config), str(session)],
+            cwd=tree(module),
+            env=tree_env(tree(module)),
+            start_new_session=True,
+        )
         process.wait(timeout=left)
         return process.returncode == 0
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGTERM)  # its own session: cosmic-ray and the pytest it runs
-        process.wait()
         return False
     finally:
+        # past the deadline or interrupted (Ctrl-C, SIGTERM): stop cosmic-ray and the tests it runs (its own session)
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
         for worker_process in processes:
             os.killpg(worker_process.pid, signal.SIGTERM)  # the worker and the tests it runs
             worker_process.wait()
