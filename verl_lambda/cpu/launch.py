@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from verl_lambda.cpu.harness import PRECISIONS
@@ -111,19 +111,22 @@ ROLLOUTS_DIR = "rollouts"
 
 
 def with_length_gaps(records: list[dict], out_dir: Path) -> list[dict]:
-    """``records`` with ``LENGTH_GAP_KEY`` added to the steps whose rollouts were dumped (the chain tasks)."""
-    gaps = length_gaps(out_dir / ROLLOUTS_DIR)
+    """``records`` with ``LENGTH_GAP_KEY`` added to the steps whose rollouts were dumped (the chain tasks); only
+    those records' dumps are read."""
+    gaps = length_gaps(out_dir / ROLLOUTS_DIR, steps={record["step"] for record in records})
     return [record | ({LENGTH_GAP_KEY: gaps[record["step"]]} if record["step"] in gaps else {}) for record in records]
 
 
-def length_gaps(rollout_dir: Path) -> dict[int, float]:
-    """The mean |response length - target| of each step a chain task's run dumped."""
+def length_gaps(rollout_dir: Path, steps: Collection[int] | None = None) -> dict[int, float]:
+    """The mean |response length - target| of each step (of ``steps``, or all) a chain task's run dumped."""
     from verl_lambda.toy.task import chain_length_gap
 
     gaps = {}
     for path in sorted(Path(rollout_dir).glob("*.jsonl")):
+        if not path.stem.isdigit() or (steps is not None and int(path.stem) not in steps):
+            continue
         samples = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if samples and path.stem.isdigit():
+        if samples:
             values = [chain_length_gap(s["input"], s["output"], s["gts"]) for s in samples]
             gaps[int(path.stem)] = sum(values) / len(values)
     return gaps
@@ -286,11 +289,11 @@ def run(
             while process.poll() is None:
                 time.sleep(1.0)
                 peak_rss = max(peak_rss, _tree_rss(process.pid))
-                records = with_length_gaps(read_metrics(metrics_path), out_dir)
-                for record in records[shown:]:
+                new = read_metrics(metrics_path)[shown:]
+                for record in with_length_gaps(new, out_dir):  # each step's dump is read once, when it is shown
                     say(_progress_line(record, steps))
-                if len(records) > shown:
-                    shown, last_progress = len(records), time.monotonic()
+                if new:
+                    shown, last_progress = shown + len(new), time.monotonic()
                 elapsed = time.monotonic() - start
                 if elapsed > timeout or time.monotonic() - last_progress > stall_timeout:
                     raise TimeoutError(
