@@ -79,6 +79,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_lambda_grpo_validation.py",
             "tests/test_cluster_path.py",
             "tests/test_lambda_grpo_engine.py",
+            "tests/test_lambda_grpo_state.py",
         ],
         # the fast tests only; of them, the two ~40 s micro-batch invariance runs in fp32 are left out: a surviving
         # mutant would cost 3 min instead of 1, and the bf16 engine run and test_mutants' two-mini-batch steps cover

@@ -1,11 +1,18 @@
 """The study's statistics (verl_lambda.stats) against closed forms, published quantiles and worked examples."""
 
 import math
+import statistics
 
 import pytest
 
 from verl_lambda import stats
-from verl_lambda.study import _T975, interval
+from verl_lambda.study import interval
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom, as printed in statistics tables.
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("t", [-30.0, -2.5, -0.3, 0.0, 0.7, 4.0, 250.0])
@@ -51,12 +58,10 @@ def test_holm_adjusts_step_down_and_keeps_the_order():
 def test_a_simultaneous_interval_of_a_family_of_one_is_the_ordinary_interval_and_widens_with_the_family():
     values = [0.31, 0.42, 0.29, 0.38, 0.35]
     mean, low, high = stats.simultaneous_interval(values, family=1)
-    ordinary = interval(values)
-    assert (
-        mean == ordinary[0]
-        and low == pytest.approx(ordinary[1], abs=1e-4)
-        and high == pytest.approx(ordinary[2], abs=1e-4)
-    )
+    half = _T975[3] * statistics.stdev(values) / math.sqrt(5)  # the table's t(0.975, 4)
+    assert mean == pytest.approx(statistics.fmean(values))
+    assert (low, high) == pytest.approx((mean - half, mean + half), abs=1e-4)
+    assert interval(values) == (mean, low, high)  # the study's per-arm interval
     _, _, high18 = stats.simultaneous_interval(values, family=18)
     half, half18 = high - mean, high18 - mean
     assert half18 / half == pytest.approx(stats.t_quantile(1 - 0.05 / 36, 4) / stats.t_quantile(0.975, 4))

@@ -161,7 +161,7 @@ def test_chain_demonstrations_stop_early_or_late_and_reward_follows_length_accor
 
 
 def test_the_launcher_adds_each_steps_mean_length_gap_from_verls_rollout_dumps(tmp_path):
-    from verl_lambda.cpu.launch import LENGTH_GAP_KEY, ROLLOUTS_DIR, with_length_gaps
+    from verl_lambda.cpu.launch import LENGTH_GAP_KEY, LENGTH_GAPS_FILE, ROLLOUTS_DIR, with_length_gaps
 
     dumps = tmp_path / ROLLOUTS_DIR
     dumps.mkdir()
@@ -171,3 +171,9 @@ def test_the_launcher_adds_each_steps_mean_length_gap_from_verls_rollout_dumps(t
     )
     records = with_length_gaps([{"step": 1, "x": 1.0}, {"step": 2}], tmp_path)
     assert records == [{"step": 1, "x": 1.0, LENGTH_GAP_KEY: 1.5}, {"step": 2}]
+    # a finished run keeps its gaps next to its metrics, and they are read from there (its dumps are not committed)
+    (tmp_path / LENGTH_GAPS_FILE).write_text('{"1": 0.25, "2": 3.0}')
+    assert with_length_gaps([{"step": 1}, {"step": 2}], tmp_path) == [
+        {"step": 1, LENGTH_GAP_KEY: 0.25},
+        {"step": 2, LENGTH_GAP_KEY: 3.0},
+    ]

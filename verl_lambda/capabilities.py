@@ -150,6 +150,13 @@ CPU_BACKEND_INTERNALS = (
     Internal("verl.workers.engine.fsdp.transformer_impl", "CPUOffloadPolicy", (), "_offload_policy_without_pinning"),
     Internal("verl.workers.engine.fsdp.transformer_impl", "FSDPEngineWithLMHead", (), "patch_fsdp_engines"),
     Internal("verl.workers.engine.fsdp.transformer_impl", "FSDPEngineWithValueHead", (), "patch_fsdp_engines"),
+    Internal("verl.workers.engine.base", "BaseEngine.train_batch", ("data", "loss_function"), "patch_fsdp_engines"),
+    Internal(
+        "verl.workers.engine.fsdp.transformer_impl",
+        "FSDPEngine.is_mp_src_rank_with_outputs",
+        (),
+        "_train_batch_reporting_update_norm",
+    ),
     Internal("verl.workers.engine.base", "EngineRegistry._engines", (), "patch_fsdp_engines"),
     Internal("verl.workers.engine.base", "EngineRegistry.register", ("model_type", "backend"), "patch_fsdp_engines"),
     Internal("verl.utils.attention_utils", "_get_attention_functions", (), "patch_attention_utils"),

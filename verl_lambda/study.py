@@ -1,20 +1,34 @@
 """A multi-seed study of the methods on CPU, with verl's real trainer: ``python -m verl_lambda.study``.
 
-It trains the warm-started tiny model (``verl_lambda.toy.warm_start``) on the lengths tasks (``verl_lambda.toy.task``)
-with ``python -m verl.trainer.main_ppo`` for every method and seed, one run after another, then writes to ``--out``
-(default ``docs/study``):
+It trains the warm-started tiny model (``verl_lambda.toy.warm_start``) on the chain tasks (``verl_lambda.toy.task``:
+``chain-long`` stops early, ``chain-short`` runs past the end) with ``python -m verl.trainer.main_ppo``, and answers
+three questions, each with its own runs, figure and family of comparisons (``QUESTIONS``):
 
-- ``<task>.png``: per step, the mean over seeds and its 95% band of mean reward, response length, policy entropy,
-  λ and the weight-length correlation, one line per method;
-- ``results.md`` and ``results.json``: per task and method, the final reward (mean of the last five steps), the
-  steps to a reward threshold and the area under the reward curve (mean reward over all steps), each as mean and 95%
-  interval over seeds, and each method's difference to GRPO with its 95% interval (paired by seed: runs with the same
-  seed see the same data order);
-- ``runs/<task>/<method>/seed<k>/``: each run's ``metrics.jsonl`` (every metric verl logged), command and summary; its
-  ``train.log`` (verl's full output, not committed).
+- ``ablation``: what GRPO-λ's gain is made of. GRPO, GRPO + the negative-advantage clamp, GRPO-λ, GRPO-λ without the
+  clamp (a 2 × 2 design: trace × clamp), GRPO-λ's ``both`` style, and GRPO at GRPO-λ's step size (its learning rate
+  scaled by the ratio of the two methods' update norms, ``matched_lr``); 5 seeds.
+- ``lambda_lr``: λ-GRPO at λ learning rates that move the weights well beyond ±5% (0.01, 0.05, 0.2); 3 seeds.
+- ``dapo``: λ-GRPO against the λ-GRPO paper's DAPO (token-mean only) and DAPO with clip-higher; 5 seeds.
 
-Runs whose metrics are complete are reused, so an interrupted study resumes where it stopped. ``--quick`` (one seed,
-three steps, GRPO and λ-GRPO on ``lengths-long``) checks the whole pipeline in a few minutes; the test suite runs it.
+Runs are paired by seed: runs with the same seed see the same data order and the same warm start. Each question's
+comparisons on one task form a family: their paired t-tests' p-values are Holm-adjusted and their intervals are
+Bonferroni-simultaneous (``verl_lambda.stats``), on the final reward (the mean of the last five steps). Per-step
+curves are means over seeds with percentile bootstrap bands, clipped to each metric's range, and gaps where a value
+is undefined (the weight-length correlation while all of a step's weights are equal).
+
+Written to ``--out`` (default ``docs/study``), once every run of the selected questions is complete:
+
+- ``<question>.png`` (the curves: one row per metric, one column per task) and ``<question>-effects.png`` (each
+  comparison's paired effect with its simultaneous interval);
+- ``results.json`` and ``results.md``: per question, task and arm the measures (mean and 95% t-interval over seeds),
+  and per comparison its effect, simultaneous interval, p-value and Holm-adjusted p-value;
+- ``runs/<task>/<arm>/seed<k>/``: each run's ``metrics.jsonl`` (every metric verl logged, with the task's per-step
+  |length − target|), command and summary; its ``train.log`` and rollout dumps are not committed.
+
+Resumable and run in parts: a run whose metrics are complete is never recomputed, and ``--hours H`` starts no run
+after H hours, so ``python -m verl_lambda.study --hours 2`` repeated until it writes the results runs the whole study
+in parts of at most two hours. ``--quick`` (one seed, three steps, GRPO, GRPO-λ and the matched GRPO on
+``chain-long``) checks the whole pipeline in a few minutes; the test suite runs it.
 
 Layer 7 (applications).
 """
@@ -24,76 +38,234 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from verl_lambda import stats
 from verl_lambda.metrics import read_metrics
+from verl_lambda.presets import LAMBDA_GRPO_OPTION
+from verl_lambda.toy.task import LENGTH_GAP_KEY
 
-# name: (label, preset of verl_lambda.presets)
-METHODS = {
-    "grpo": ("GRPO", "grpo"),
-    "dapo": ("DAPO", "dapo"),
-    "lambda_grpo": ("λ-GRPO", "lambda_grpo"),
-    "grpo_lambda": ("GRPO-λ", "grpo_lambda"),
-    "combined": ("λ-GRPO + GRPO-λ", "lambda_grpo+grpo_lambda"),
-    "lambda_grpo_val": ("λ-GRPO, validation signal", "lambda_grpo_validation"),
-}
-# Every method on the task where longer responses earn more; on its mirror only where the direction matters.
-PLAN = {
-    "lengths-long": tuple(METHODS),
-    "lengths-short": ("grpo", "lambda_grpo"),
-}
-QUICK_PLAN = {"lengths-long": ("grpo", "lambda_grpo")}
-BASELINE = "grpo"
-CURVES = (
-    ("mean reward", "critic/score/mean"),
-    ("response length (tokens)", "response_length/mean"),
-    ("policy entropy", "actor/entropy"),
-    ("λ", "actor/lambda_grpo/lambda"),
-    ("corr(weight, length)", "actor/lambda_grpo/weight_length_corr"),
-)
-REWARD = "critic/score/mean"
+TASKS = ("chain-long", "chain-short")
 # The light rollout: the study compares the methods, not the generation engines (the demo and the vllm tests run
 # verl's vLLM rollout), and it leaves memory to spare on a 2-core, 24 GB machine.
 ROLLOUT = "hf"
+STEPS = 30
 FINAL_WINDOW = 5
-# The actor's learning rate of the committed study (docs/study): faster than the demo's (TASK_LR), so that 30 steps
-# show a reward rise.
+# The actor's learning rate: faster than the demo's (verl_lambda.cpu.launch.TASK_LR), so that 30 steps show most of
+# the rise of the reward.
 STUDY_LR = 5e-3
 
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (the study has a handful of seeds).
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-MEASURES = ("final_reward", "steps_to_threshold", "auc")
+REWARD = "critic/score/mean"
+LENGTH = "response_length/mean"
+UPDATE_NORM = "actor/update_norm"  # the CPU backend's: ‖θ_after − θ_before‖ of one optimizer step
+LAMBDA = "actor/lambda_grpo/lambda"
+CORR = "actor/lambda_grpo/weight_length_corr"
+SHARE = "actor/lambda_grpo/max_weight_share"
 
 
-def interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and its 95% t-interval over ``values`` (seeds); the interval is the mean itself for one value."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, mean, mean
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = (_T975[n - 2] if n - 2 < len(_T975) else 1.96) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+@dataclass(frozen=True)
+class Arm:
+    """One configuration of the study: a preset (``verl_lambda.presets``) and what the study changes in it."""
+
+    name: str
+    label: str
+    preset: str
+    lambda_lr: float | None = None  # λ's own Adam learning rate (lambda_grpo.lr; the preset's default 0.01 if None)
+    matched_to: str | None = None  # run at this arm's update norm: STUDY_LR scaled by the norms' ratio (matched_lr)
+
+
+ARMS = {
+    arm.name: arm
+    for arm in (
+        Arm("grpo", "GRPO", "grpo"),
+        Arm("grpo_clamp", "GRPO + clamp", "grpo_clamp"),
+        Arm("grpo_lambda", "GRPO-λ", "grpo_lambda"),
+        Arm("grpo_lambda_noclamp", "GRPO-λ, no clamp", "grpo_lambda_noclamp"),
+        Arm("grpo_lambda_both", "GRPO-λ (both)", "grpo_lambda_both"),
+        Arm("grpo_matched", "GRPO at GRPO-λ's step", "grpo", matched_to="grpo_lambda"),
+        Arm("lambda_grpo", "λ-GRPO (λ lr 0.01)", "lambda_grpo"),
+        Arm("lambda_grpo_lr0.05", "λ-GRPO (λ lr 0.05)", "lambda_grpo", lambda_lr=0.05),
+        Arm("lambda_grpo_lr0.2", "λ-GRPO (λ lr 0.2)", "lambda_grpo", lambda_lr=0.2),
+        Arm("dapo_token_mean", "DAPO (token-mean)", "dapo_token_mean"),
+        Arm("dapo_clip_higher", "DAPO (clip-higher)", "dapo_clip_higher"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired contrast: per seed, Σ coefficient × the arm's measure (e.g. {"a": 1, "b": -1} is a − b)."""
+
+    name: str
+    coefficients: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Panel:
+    label: str  # the y-axis label, with its unit
+    key: str
+    lower: float = -math.inf  # the metric's possible range: bands are clipped to it
+    upper: float = math.inf
+
+
+@dataclass(frozen=True)
+class Question:
+    name: str
+    title: str
+    arms: tuple[str, ...]
+    seeds: dict[str, int]  # arm -> seeds when it differs from ``default_seeds``
+    default_seeds: int
+    comparisons: tuple[Comparison, ...]
+    panels: tuple[Panel, ...]
+    tasks: tuple[str, ...] = TASKS
+    steps: int = STEPS
+
+    def seeds_of(self, arm: str) -> int:
+        return self.seeds.get(arm, self.default_seeds)
+
+
+_REWARD_PANEL = Panel("mean reward", REWARD, 0.0, 1.0)
+_GAP_PANEL = Panel("|length − target| (tokens)", LENGTH_GAP_KEY, 0.0, 32.0)
+_LENGTH_PANEL = Panel("response length (tokens)", LENGTH, 0.0, 32.0)
+_ABLATION = (
+    Comparison("GRPO-λ − GRPO (total)", {"grpo_lambda": 1, "grpo": -1}),
+    Comparison(
+        "clamp (main effect)", {"grpo_clamp": 0.5, "grpo_lambda": 0.5, "grpo": -0.5, "grpo_lambda_noclamp": -0.5}
+    ),
+    Comparison(
+        "trace (main effect)", {"grpo_lambda_noclamp": 0.5, "grpo_lambda": 0.5, "grpo": -0.5, "grpo_clamp": -0.5}
+    ),
+    Comparison(
+        "trace × clamp (interaction)", {"grpo_lambda": 1, "grpo_lambda_noclamp": -1, "grpo_clamp": -1, "grpo": 1}
+    ),
+    Comparison("GRPO at GRPO-λ's step − GRPO", {"grpo_matched": 1, "grpo": -1}),
+    Comparison("GRPO-λ − GRPO at its step", {"grpo_lambda": 1, "grpo_matched": -1}),
+    Comparison("GRPO-λ both − recent", {"grpo_lambda_both": 1, "grpo_lambda": -1}),
+)
+QUESTIONS = {
+    q.name: q
+    for q in (
+        Question(
+            "ablation",
+            "What GRPO-λ's gain is made of",
+            ("grpo", "grpo_clamp", "grpo_lambda", "grpo_lambda_noclamp", "grpo_lambda_both", "grpo_matched"),
+            {},
+            5,
+            _ABLATION,
+            (
+                _REWARD_PANEL,
+                _GAP_PANEL,
+                Panel("update norm ‖Δθ‖ per step", UPDATE_NORM, 0.0),
+                Panel("clamped advantages (fraction)", "actor/grpo_lambda/clamped_adv_frac", 0.0, 1.0),
+            ),
+        ),
+        Question(
+            "lambda_lr",
+            "λ at a size where it matters",
+            ("grpo", "lambda_grpo", "lambda_grpo_lr0.05", "lambda_grpo_lr0.2"),
+            {},
+            3,
+            tuple(
+                Comparison(f"{ARMS[arm].label} − GRPO", {arm: 1, "grpo": -1})
+                for arm in ("lambda_grpo", "lambda_grpo_lr0.05", "lambda_grpo_lr0.2")
+            ),
+            (
+                _REWARD_PANEL,
+                _GAP_PANEL,
+                Panel("λ", LAMBDA),
+                Panel("largest weight share of a group", SHARE, 0.0, 1.0),
+                Panel("corr(weight, length)", CORR, -1.0, 1.0),
+            ),
+        ),
+        Question(
+            "dapo",
+            "λ-GRPO against GRPO and DAPO",
+            ("grpo", "lambda_grpo", "dapo_token_mean", "dapo_clip_higher"),
+            {},
+            5,
+            (
+                Comparison("λ-GRPO − GRPO", {"lambda_grpo": 1, "grpo": -1}),
+                Comparison("DAPO (token-mean) − GRPO", {"dapo_token_mean": 1, "grpo": -1}),
+                Comparison("DAPO (clip-higher) − GRPO", {"dapo_clip_higher": 1, "grpo": -1}),
+                Comparison("λ-GRPO − DAPO (token-mean)", {"lambda_grpo": 1, "dapo_token_mean": -1}),
+                Comparison("λ-GRPO − DAPO (clip-higher)", {"lambda_grpo": 1, "dapo_clip_higher": -1}),
+            ),
+            (_REWARD_PANEL, _GAP_PANEL, _LENGTH_PANEL, Panel("policy entropy (nats per token)", "actor/entropy", 0.0)),
+        ),
+    )
+}
+QUICK = Question(
+    "quick",
+    "The pipeline, quickly",
+    ("grpo", "grpo_lambda", "grpo_matched"),
+    {},
+    1,
+    (Comparison("GRPO-λ − GRPO (total)", {"grpo_lambda": 1, "grpo": -1}),),
+    (_REWARD_PANEL, _GAP_PANEL, Panel("update norm ‖Δθ‖ per step", UPDATE_NORM, 0.0)),
+    tasks=("chain-long",),
+    steps=3,
+)
+MEASURES = ("final_reward", "auc", "final_gap", "final_length")
 
 
 @dataclass(frozen=True)
 class Run:
     task: str
-    method: str
+    arm: str
     seed: int
 
     def folder(self, root: Path) -> Path:
-        return root / "runs" / self.task / self.method / f"seed{self.seed}"
+        return root / "runs" / self.task / self.arm / f"seed{self.seed}"
 
 
-def plan_runs(plan: dict[str, Sequence[str]], seeds: int) -> list[Run]:
-    return [Run(task, method, seed) for task, methods in plan.items() for method in methods for seed in range(seeds)]
+def plan_runs(questions: Sequence[Question]) -> list[Run]:
+    """Every run the questions need, each once (arms shared between questions are run once, with the most seeds any
+    of them asks for), in an order where a matched arm comes after the arms it is matched from."""
+    seeds: dict[tuple[str, str], int] = {}
+    for q in questions:
+        for task in q.tasks:
+            for arm in q.arms:
+                seeds[(task, arm)] = max(seeds.get((task, arm), 0), q.seeds_of(arm))
+    runs = [Run(task, arm, seed) for (task, arm), n in seeds.items() for seed in range(n)]
+    return sorted(runs, key=lambda run: ARMS[run.arm].matched_to is not None)  # stable: the plan's order otherwise
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and its 95% t-interval over ``values`` (seeds); the interval is the mean itself for one value."""
+    return stats.simultaneous_interval(values, family=1)
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def matched_lr(root: Path, task: str, arm: Arm, steps: int) -> tuple[float, dict]:
+    """The learning rate at which GRPO takes ``arm.matched_to``'s steps: STUDY_LR × r, with r the ratio of the two
+    methods' update norms (the median over steps of each run, then the median over the seeds run so far).
+
+    With Adam the update norm is proportional to the learning rate (tests/test_update_norm.py), so scaling GRPO's
+    learning rate by r gives it the other method's step size, whatever the two methods' gradient norms."""
+    norms = {}
+    for name in (arm.matched_to, "grpo"):
+        folders = sorted((root / "runs" / task / name).glob("seed*"))
+        per_run = [_median([r[UPDATE_NORM] for r in records]) for f in folders if (records := _complete(f, steps))]
+        if not per_run:
+            raise RuntimeError(f"{arm.name} on {task}: no complete {name} run to match the step size to")
+        norms[name] = _median(per_run)
+    ratio = norms[arm.matched_to] / norms["grpo"]
+    return STUDY_LR * ratio, {"update_norm": norms, "ratio": ratio, "lr": STUDY_LR * ratio}
+
+
+def _complete(folder: Path, steps: int) -> list[dict]:
+    """A finished run's records, with each step's |length − target|; [] if it has not logged its last step."""
+    from verl_lambda.cpu.launch import with_length_gaps
+
+    records = read_metrics(folder / "metrics.jsonl")
+    return with_length_gaps(records, folder) if records and records[-1]["step"] == steps else []
 
 
 def run_one(run: Run, root: Path, steps: int, timeout: float) -> list[dict]:
@@ -101,155 +273,260 @@ def run_one(run: Run, root: Path, steps: int, timeout: float) -> list[dict]:
     from verl_lambda.cpu.launch import run as launch
 
     folder = run.folder(root)
-    records = read_metrics(folder / "metrics.jsonl")
-    if records and records[-1]["step"] == steps:
+    if records := _complete(folder, steps):
         return records
+    arm = ARMS[run.arm]
+    lr, extra = STUDY_LR, []
+    if arm.matched_to is not None:
+        lr, matching = matched_lr(root, run.task, arm, steps)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "matched.json").write_text(json.dumps(matching, indent=1) + "\n")
+    if arm.lambda_lr is not None:
+        extra.append(f"{LAMBDA_GRPO_OPTION}.lr={arm.lambda_lr}")
     return launch(
         folder,
         steps,
-        METHODS[run.method][1],
+        arm.preset,
         task=run.task,
         seed=run.seed,
         rollout=ROLLOUT,
-        lr=STUDY_LR,
+        lr=lr,
+        extra=extra,
         quiet=True,
         timeout=timeout,
     )
 
 
-def measures(rewards: Sequence[float], threshold: float, steps: int) -> dict[str, float]:
-    """One run's final reward (mean of the last steps), steps to ``threshold`` (of a 3-step running mean; steps + 1
-    if never reached) and area under the reward curve (the mean over all steps)."""
-    smooth = [sum(rewards[max(0, i - 2) : i + 1]) / len(rewards[max(0, i - 2) : i + 1]) for i in range(len(rewards))]
-    final = rewards[-FINAL_WINDOW:]
+def value(record: dict, key: str) -> float | None:
+    """``record[key]``, or None where it is undefined: missing, NaN, or the weight-length correlation of a step whose
+    weights are all equal (λ = 0, or every group's lengths equal), which λ-GRPO logs as 0."""
+    if key == CORR and record.get("actor/lambda_grpo/weight_min") == record.get("actor/lambda_grpo/weight_max"):
+        return None
+    v = record.get(key)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def measures(records: Sequence[dict]) -> dict[str, float]:
+    """One run's final reward, |length − target| and length (means of the last FINAL_WINDOW steps) and area under
+    the reward curve (the mean reward over all steps)."""
+    final = records[-FINAL_WINDOW:]
     return {
-        "final_reward": sum(final) / len(final),
-        "steps_to_threshold": float(next((i + 1 for i, v in enumerate(smooth) if v >= threshold), steps + 1)),
-        "auc": sum(rewards) / len(rewards),
+        "final_reward": statistics.fmean(r[REWARD] for r in final),
+        "auc": statistics.fmean(r[REWARD] for r in records),
+        "final_gap": statistics.fmean(r[LENGTH_GAP_KEY] for r in final),
+        "final_length": statistics.fmean(r[LENGTH] for r in final),
     }
 
 
-def summarise(records_of: dict[Run, list[dict]], steps: int) -> dict:
-    """Per task and method: final reward, steps to threshold and AUC with intervals, and differences to GRPO."""
-    results: dict = {}
-    for task in dict.fromkeys(run.task for run in records_of):
-        rewards = {run: [r[REWARD] for r in records] for run, records in records_of.items() if run.task == task}
-        start = sum(series[0] for series in rewards.values()) / len(rewards)
-        best = max(measures(series, math.inf, steps)["final_reward"] for series in rewards.values())
-        threshold = start + (best - start) / 2  # half-way from the start to the best run's final reward
-        per_run = {run: measures(series, threshold, steps) for run, series in rewards.items()}
-        task_result: dict = {"threshold": threshold, "methods": {}}
-        for method in dict.fromkeys(run.method for run in rewards):
-            seeds = {run.seed: per_run[run] for run in rewards if run.method == method}
-            entry: dict = {key: interval([m[key] for m in seeds.values()]) for key in MEASURES}
-            entry["seeds"] = len(seeds)
-            base = {run.seed: per_run[run] for run in rewards if run.method == BASELINE}
-            paired = sorted(set(seeds) & set(base))
-            if method != BASELINE and paired:
-                entry["vs_grpo"] = {key: interval([seeds[s][key] - base[s][key] for s in paired]) for key in MEASURES}
-            task_result["methods"][method] = entry
-        results[task] = task_result
-    return results
+def compare(per_seed: dict[str, dict[int, float]], comparisons: Sequence[Comparison]) -> list[dict]:
+    """Each comparison's paired effect over the seeds every arm in it has, with its Bonferroni-simultaneous 95%
+    interval (the family: ``comparisons``), its paired t-test's p-value and the Holm-adjusted p-value."""
+    rows = []
+    for c in comparisons:
+        seeds = sorted(set.intersection(*(set(per_seed[arm]) for arm in c.coefficients)))
+        effects = [sum(k * per_seed[arm][s] for arm, k in c.coefficients.items()) for s in seeds]
+        mean, low, high = stats.simultaneous_interval(effects, family=len(comparisons))
+        rows.append(
+            {"name": c.name, "seeds": len(seeds), "effect": mean, "low": low, "high": high,
+             "p": stats.paired_p_value(effects)}
+        )  # fmt: skip
+    for row, adjusted in zip(rows, stats.holm([row["p"] for row in rows]), strict=True):
+        row["p_holm"] = adjusted
+    return rows
 
 
-def curves(records_of: dict[Run, list[dict]], task: str, out_png: Path) -> Path:
-    """Mean over seeds and 95% band per step, one line per method, one panel per metric."""
+def summarise(question: Question, records_of: dict[Run, list[dict]], root: Path | None = None) -> dict:
+    """Per task: each arm's measures (mean and 95% t-interval over its seeds), the family of comparisons on the
+    final reward, and (with ``root``) how each matched arm's learning rate was set."""
+    result: dict = {"title": question.title, "tasks": {}}
+    for task in question.tasks:
+        runs = {run: records for run, records in records_of.items() if run.task == task and run.arm in question.arms}
+        per_run = {run: measures(records) for run, records in runs.items()}
+        arms = {}
+        for arm in question.arms:
+            own = [per_run[run] for run in per_run if run.arm == arm and run.seed < question.seeds_of(arm)]
+            arms[arm] = {key: interval([m[key] for m in own]) for key in MEASURES} | {"seeds": len(own)}
+        finals = {
+            arm: {run.seed: m["final_reward"] for run, m in per_run.items() if run.arm == arm} for arm in question.arms
+        }
+        result["tasks"][task] = {"arms": arms, "comparisons": compare(finals, question.comparisons)}
+        if root is not None:  # how each matched run's learning rate was set
+            for run in sorted(runs, key=lambda r: r.seed):
+                if ARMS[run.arm].matched_to and (file := run.folder(root) / "matched.json").exists():
+                    matched = result["tasks"][task].setdefault("matched", {}).setdefault(run.arm, {})
+                    matched[f"seed{run.seed}"] = json.loads(file.read_text())
+    return result
+
+
+def figure(question: Question, records_of: dict[Run, list[dict]], out_png: Path) -> Path:
+    """The curves: one row per metric, one column per task; per arm the mean over seeds and its bootstrap band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = {run: records for run, records in records_of.items() if run.task == task}
-    shown = [(label, key) for label, key in CURVES if any(key in r for records in runs.values() for r in records)]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
-    for ax, (label, key) in zip(axes[0], shown, strict=True):
-        for method in dict.fromkeys(run.method for run in runs):
-            series = [[r[key] for r in records if key in r] for run, records in runs.items() if run.method == method]
-            series = [s for s in series if s]
-            if not series:
-                continue
-            length = min(len(s) for s in series)
-            stats = [interval([s[i] for s in series]) for i in range(length)]
-            steps = list(range(1, length + 1))
-            color = f"C{list(METHODS).index(method)}"  # one colour per method in every panel and plot
-            ax.plot(steps, [m for m, _, _ in stats], label=METHODS[method][0], color=color)
-            ax.fill_between(steps, [lo for _, lo, _ in stats], [hi for _, _, hi in stats], alpha=0.15, color=color)
-        ax.set_title(label)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{task}: mean over seeds and 95% band")
-    fig.tight_layout()
+    rows, cols = len(question.panels), len(question.tasks)
+    fig, axes = plt.subplots(rows, cols, figsize=(8, 1.9 * rows + 0.9), squeeze=False, sharex=True)
+    for col, task in enumerate(question.tasks):
+        for row, panel in enumerate(question.panels):
+            ax = axes[row][col]
+            for arm in question.arms:
+                series = [
+                    [value(r, panel.key) for r in records]
+                    for run, records in records_of.items()
+                    if run.task == task and run.arm == arm and run.seed < question.seeds_of(arm)
+                ]
+                band = stats.bootstrap_band(series, panel.lower, panel.upper)
+                if all(b is None for b in band):
+                    continue
+                steps = list(range(1, len(band) + 1))
+                color = f"C{list(ARMS).index(arm) % 10}"  # one colour per arm in every figure
+                mean = [b[0] if b else math.nan for b in band]  # NaN: a gap in the line
+                ax.plot(steps, mean, color=color, lw=1.3, label=ARMS[arm].label)
+                low, high = [b[1] if b else math.nan for b in band], [b[2] if b else math.nan for b in band]
+                ax.fill_between(steps, low, high, color=color, alpha=0.15, lw=0)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=8)
+            if col == 0:
+                ax.set_ylabel(panel.label, fontsize=8)
+            if row == 0:
+                ax.set_title(task, fontsize=10)
+            if row == rows - 1:
+                ax.set_xlabel("training step", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"{question.title}: mean over seeds, 95% bootstrap band", fontsize=10)
+    legend_rows = math.ceil(len(labels) / 3)
+    fig.tight_layout(rect=(0, 0.035 * legend_rows + 0.01, 1, 1))
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
+    fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
 
 
-def _cell(stat: tuple[float, float, float], digits: int = 3) -> str:
+def effects_figure(question: Question, result: dict, out_png: Path) -> Path:
+    """Each comparison's paired effect on the final reward with its simultaneous interval, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [c.name for c in question.comparisons]
+    fig, axes = plt.subplots(1, len(question.tasks), figsize=(8, 0.45 * len(names) + 1.4), squeeze=False, sharey=True)
+    for ax, task in zip(axes[0], question.tasks, strict=True):
+        rows = result["tasks"][task]["comparisons"]
+        y = list(range(len(rows)))[::-1]
+        ax.errorbar(
+            [r["effect"] for r in rows],
+            y,
+            xerr=[[r["effect"] - r["low"] for r in rows], [r["high"] - r["effect"] for r in rows]],
+            fmt="o",
+            color="C0",
+            capsize=3,
+        )
+        for yi, r in zip(y, rows, strict=True):
+            ax.annotate(f"p_Holm {r['p_holm']:.2f}", (r["effect"], yi), textcoords="offset points", xytext=(0, 5),
+                        ha="center", fontsize=7)  # fmt: skip
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("Δ final reward (paired by seed)", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][0].set_yticks(list(range(len(names)))[::-1], names, fontsize=8)
+    fig.suptitle(f"{question.title}: effects with Bonferroni-simultaneous 95% intervals", fontsize=10)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def _cell(stat: Sequence[float], digits: int = 3) -> str:
     mean, low, high = stat
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def table(results: dict) -> str:
-    """``results`` as Markdown: one table per task."""
-    header = ["method", "seeds", "final reward", "steps to threshold", "AUC"]
-    header += ["Δ final vs GRPO", "Δ steps vs GRPO", "Δ AUC vs GRPO"]
-    digits = {"final_reward": 3, "steps_to_threshold": 1, "auc": 3}
+    """``results`` as Markdown: per question and task, the arms' measures and the comparisons."""
     lines = []
-    for task, task_result in results.items():
-        lines += [
-            f"### {task}",
-            "",
-            f"Threshold for 'steps to threshold': mean reward {task_result['threshold']:.3f} (half-way from the start "
-            "to the best run's final reward; a 3-step running mean; runs that never reach it count as steps + 1).",
-            "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
-        ]
-        for method, entry in task_result["methods"].items():
-            cells = [METHODS[method][0], str(entry["seeds"])]
-            cells += [_cell(entry[key], digits[key]) for key in MEASURES]
-            deltas = entry.get("vs_grpo")
-            cells += [_cell(deltas[key], digits[key]) if deltas else "—" for key in MEASURES]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+    for name, result in results.items():
+        lines += [f"## {result['title']} (`{name}`)", ""]
+        for task, entry in result["tasks"].items():
+            lines += [
+                f"### {task}",
+                "",
+                "| arm | seeds | final reward | AUC | final abs(length − target) | final length |",
+                "|---|---|---|---|---|---|",
+            ]
+            for arm, m in entry["arms"].items():
+                cells = [ARMS[arm].label, str(m["seeds"]), *(_cell(m[k], 2 if "length" in k or "gap" in k else 3)
+                         for k in MEASURES)]  # fmt: skip
+                lines.append("| " + " | ".join(cells) + " |")
+            lines += [
+                "",
+                "| comparison (final reward) | seeds | effect [simultaneous 95%] | p | p, Holm |",
+                "|---|---|---|---|---|",
+            ]
+            for r in entry["comparisons"]:
+                lines.append(
+                    f"| {r['name']} | {r['seeds']} | {r['effect']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] | "
+                    f"{r['p']:.3f} | {r['p_holm']:.3f} |"
+                )
+            lines.append("")
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@dataclass
+class Progress:
+    total: int
+    started: float = field(default_factory=time.monotonic)
+    trained: list[float] = field(default_factory=list)  # seconds of each run trained in this invocation
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("docs/study"))
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--quick", action="store_true", help="1 seed, 3 steps, GRPO and λ-GRPO on lengths-long")
+    parser.add_argument("--questions", nargs="+", choices=list(QUESTIONS), default=list(QUESTIONS))
+    parser.add_argument("--hours", type=float, default=math.inf, help="start no run after this many hours")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 3 steps, GRPO, GRPO-λ and matched GRPO")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per run")
     args = parser.parse_args(argv)
-    plan, seeds, steps = (QUICK_PLAN, 1, 3) if args.quick else (PLAN, args.seeds, args.steps)
+    questions = [QUICK] if args.quick else [QUESTIONS[name] for name in args.questions]
+    steps = questions[0].steps
     root = args.out.resolve()
-    runs = plan_runs(plan, seeds)
-    print(f"study: {len(runs)} runs of {steps} steps ({seeds} seeds), output in {root}", flush=True)
-    started, records_of = time.monotonic(), {}
+    runs = plan_runs(questions)
+    done = sum(bool(_complete(run.folder(root), steps)) for run in runs)
+    print(f"study: {len(runs)} runs of {steps} steps, {done} complete; output in {root}", flush=True)
+    progress, records_of = Progress(len(runs)), {}
     for index, run in enumerate(runs):
+        reused = bool(_complete(run.folder(root), steps))
+        if not reused and time.monotonic() - progress.started > args.hours * 3600:
+            left = len(runs) - len(records_of)
+            print(f"study: --hours {args.hours} reached; {left} runs left, run the same command again", flush=True)
+            return 0
         began = time.monotonic()
         records_of[run] = run_one(run, root, steps, args.timeout)
-        final = records_of[run][-1]
-        elapsed = time.monotonic() - started
-        remaining = elapsed / (index + 1) * (len(runs) - index - 1)
-        print(
-            f"[{index + 1}/{len(runs)}] {run.task} {run.method} seed {run.seed}: final reward "
-            f"{final.get(REWARD, math.nan):.3f}, λ {final.get('actor/lambda_grpo/lambda', math.nan):+.3f} "
-            f"({time.monotonic() - began:.0f}s; about {remaining / 60:.0f} min left)",
-            flush=True,
-        )
-    results = summarise(records_of, steps)
-    for task in plan:
-        curves(records_of, task, root / f"{task}.png")
-    (root / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        if not reused:
+            progress.trained.append(time.monotonic() - began)
+            left = sum(not _complete(r.folder(root), steps) for r in runs[index + 1 :])
+            eta = statistics.fmean(progress.trained) * left / 60
+            final = records_of[run][-1]
+            print(
+                f"[{index + 1}/{len(runs)}] {run.task} {run.arm} seed {run.seed}: final reward "
+                f"{final.get(REWARD, math.nan):.3f}, |length − target| {final.get(LENGTH_GAP_KEY, math.nan):.2f} "
+                f"({progress.trained[-1]:.0f}s; {left} runs, about {eta:.0f} min left)",
+                flush=True,
+            )
+    results = {q.name: summarise(q, records_of, root) for q in questions}
+    for q in questions:
+        figure(q, records_of, root / f"{q.name}.png")
+        effects_figure(q, results[q.name], root / f"{q.name}-effects.png")
+    (root / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     (root / "results.md").write_text(table(results))
     print(table(results))
-    print(f"done in {(time.monotonic() - started) / 60:.1f} min: {root}")
+    print(f"done in {(time.monotonic() - progress.started) / 60:.1f} min: {root}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -110,10 +110,18 @@ TASK_LR = {"classes": 1e-2, "lengths-long": 2e-3, "lengths-short": 2e-3, "chain-
 ROLLOUTS_DIR = "rollouts"
 
 
+# A finished chain-task run's per-step |length - target|, kept next to its metrics (the dumps are not committed).
+LENGTH_GAPS_FILE = "length_gaps.json"
+
+
 def with_length_gaps(records: list[dict], out_dir: Path) -> list[dict]:
-    """``records`` with ``LENGTH_GAP_KEY`` added to the steps whose rollouts were dumped (the chain tasks); only
-    those records' dumps are read."""
-    gaps = length_gaps(out_dir / ROLLOUTS_DIR, steps={record["step"] for record in records})
+    """``records`` with ``LENGTH_GAP_KEY`` added to the steps whose rollouts were dumped (the chain tasks): from the
+    finished run's ``LENGTH_GAPS_FILE``, else from the dumps (only those records')."""
+    saved = Path(out_dir) / LENGTH_GAPS_FILE
+    if saved.exists():
+        gaps = {int(step): gap for step, gap in json.loads(saved.read_text()).items()}
+    else:
+        gaps = length_gaps(Path(out_dir) / ROLLOUTS_DIR, steps={record["step"] for record in records})
     return [record | ({LENGTH_GAP_KEY: gaps[record["step"]]} if record["step"] in gaps else {}) for record in records]
 
 
@@ -262,6 +270,7 @@ def run(
     backend = {k: v for k, v in options.items() if k not in task_keys}
     metrics_path, log_path = out_dir / "metrics.jsonl", out_dir / "train.log"
     metrics_path.unlink(missing_ok=True)
+    (out_dir / LENGTH_GAPS_FILE).unlink(missing_ok=True)
     command = [
         sys.executable,
         "-m",
@@ -317,6 +326,9 @@ def run(
         )
     if not records or records[-1]["step"] != steps:  # a resumed run logs only the steps after its checkpoint
         raise RuntimeError(f"verl finished without logging step {steps}; see {log_path}")
+    if task.startswith("chain-"):
+        gaps = {str(r["step"]): r[LENGTH_GAP_KEY] for r in records if LENGTH_GAP_KEY in r}
+        (out_dir / LENGTH_GAPS_FILE).write_text(json.dumps(gaps, indent=0) + "\n")
     summary = {"wall_s": round(time.monotonic() - start, 1), "peak_rss_gb": round(peak_rss / 2**30, 2)}
     (out_dir / "summary.json").write_text(json.dumps(summary) + "\n")
     say(f"done in {summary['wall_s']:.0f}s, peak memory of all processes {summary['peak_rss_gb']:.1f} GB")

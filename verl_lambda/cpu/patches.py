@@ -13,13 +13,18 @@ Layer 5 (patch tables).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from verl_lambda.cpu import vllm_rollout
 from verl_lambda.hooks import wrap, wrap_function
+
+if TYPE_CHECKING:
+    import torch
 
 
 def register_cpu_platform() -> None:
@@ -76,12 +81,45 @@ def _offload_policy_without_pinning(original: Callable) -> Callable:
     return CPUOffloadPolicy
 
 
+# The engine's metric (logged as ``actor/update_norm``): ‖θ_after − θ_before‖₂ of one optimizer step. verl logs only
+# the gradient's norm, which Adam's normalisation decouples from the step it takes; the study matches step sizes on
+# this one.
+UPDATE_NORM_METRIC = "update_norm"
+
+
+def _full_parameters(engine: Any) -> list[torch.Tensor]:
+    """The engine's trainable parameters as full tensors on every rank (an FSDP2 DTensor is gathered)."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for p in engine.module.parameters() if p.requires_grad]
+    return [(p.full_tensor() if isinstance(p, DTensor) else p).detach().double().clone() for p in params]
+
+
+def _train_batch_reporting_update_norm(original: Callable) -> Callable:
+    def train_batch(self, data, loss_function):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        # FSDP1's flat parameters are per-rank shards of a different layout; the CPU backend runs FSDP2.
+        if not _cpu_platform_selected() or isinstance(self.module, FullyShardedDataParallel):
+            return original(self, data, loss_function)
+        before = _full_parameters(self)  # the tiny models of the CPU backend: a copy costs nothing
+        outputs = original(self, data, loss_function)
+        after = _full_parameters(self)
+        norm = math.sqrt(sum(float((a - b).square().sum()) for a, b in zip(after, before, strict=True)))
+        if self.is_mp_src_rank_with_outputs():
+            outputs["metrics"][UPDATE_NORM_METRIC] = [norm]  # a list, as the micro-batch metrics it joins
+        return outputs
+
+    return train_batch
+
+
 def patch_fsdp_engines(module: ModuleType) -> None:
-    """``verl.workers.engine.fsdp.transformer_impl``: make verl's FSDP engines selectable on the cpu platform, and
-    let their reference models build there."""
+    """``verl.workers.engine.fsdp.transformer_impl``: make verl's FSDP engines selectable on the cpu platform, let
+    their reference models build there, and report each optimizer step's update norm there."""
     from verl.workers.engine.base import EngineRegistry
 
     wrap(module, "CPUOffloadPolicy", _offload_policy_without_pinning)
+    wrap(module.FSDPEngine, "train_batch", _train_batch_reporting_update_norm)
 
     for model_type, engine_cls in (
         ("language_model", module.FSDPEngineWithLMHead),
