@@ -178,3 +178,62 @@ def test_warning_and_checkpoint_without_torch_distributed(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "80% of its group's weight" in done.stderr
     assert f"LAMBDA {torch.tensor(0.7).item()}" in done.stdout
+
+
+# --- more of the state, the trainer's fields and the held-out choice ------------------------------------------------
+
+
+@pytest.mark.parametrize(("saved_learnable", "resumed_learnable"), [(True, False), (False, True)])
+def test_resuming_with_learnable_switched_loads_lambda_and_leaves_the_optimizer_alone(
+    saved_learnable, resumed_learnable
+):
+    saved = lambda_grpo.LearnableLambda(Config(init=0.4, learnable=saved_learnable))
+    resumed = lambda_grpo.LearnableLambda(Config(learnable=resumed_learnable))
+    resumed.load_state_dict(saved.state_dict())
+    assert resumed.value.item() == saved.value.item()
+    if resumed.optimizer is not None:
+        assert resumed.optimizer.state_dict()["state"] == {}  # nothing saved to restore: it starts fresh
+
+
+def test_an_actor_with_another_aggregation_has_no_lambda(tiny_model_dir):
+    from verl_lambda.cpu.harness import ActorHarness
+
+    harness = ActorHarness(tiny_model_dir, ["actor_rollout_ref.actor.loss_agg_mode=token-mean"])
+    assert lambda_grpo.lambda_state(harness.training_worker) is None
+
+
+def test_group_membership_is_stored_only_for_grpos_advantage():
+    keys = ["u_1_0", "u_1_1", "v_1_0"]  # session u_1 has two outputs: only the last is a member of its group
+    fields = lambda_grpo.row_fields(keys, "grpo", [])
+    assert fields[lambda_grpo.GROUP_MEMBER_KEY].tolist() == [0, 1, 1]
+    assert lambda_grpo.row_fields(keys, "rloo", []) == {}  # other estimators count every row of a uid
+    assert lambda_grpo.row_fields(["u_1_0", "v_1_0"], "grpo", []) == {}  # all members: nothing to store
+
+
+def test_an_empty_held_out_set_gives_no_gradient():
+    empty = torch.zeros(0)
+    held = lambda_grpo.HeldOut(empty.long(), empty.long(), empty.double(), empty.double(), "seq-mean-token-mean")
+    assert held.gradient(lambda_grpo.LearnableLambda(Config(signal="validation"))) == 0.0
+
+
+def test_the_held_out_groups_are_a_fixed_share_and_a_fixed_choice():
+    """At least one group is held out and at least one trains; which ones is a hash of the uid, pinned here so a
+    resumed run (or another version) holds out the same groups."""
+    counts = {(n, share): len(lambda_grpo.held_out_uids([str(i) for i in range(n)], share)) for n, share in
+              [(1, 0.5), (2, 0.25), (3, 0.5), (4, 0.25), (4, 0.9), (8, 0.25)]}  # fmt: skip
+    assert counts == {(1, 0.5): 0, (2, 0.25): 1, (3, 0.5): 2, (4, 0.25): 1, (4, 0.9): 3, (8, 0.25): 2}
+    assert lambda_grpo.held_out_uids(list("abcdefgh"), 0.25) == {"e", "f"}
+
+
+def test_a_step_without_a_group_of_two_has_no_weight_share():
+    _, _, report = _attach(["a", "b", "pad0"], [2, 5, 3], lam=4.0)
+    assert report.max_weight_share == 0.0
+
+
+def test_a_checkpoint_is_loaded_as_weights_only(tmp_path):
+    """λ's file holds tensors and plain values; anything else (a pickled object that runs code) is refused."""
+    state = lambda_grpo.LearnableLambda(Config())
+    payload = state.state_dict() | {"extra": Config()}  # a dataclass instance: not a weights-only type
+    torch.save(payload, tmp_path / lambda_grpo.CHECKPOINT_FILE)
+    with pytest.raises(Exception, match=r"[Ww]eights only load failed"):
+        lambda_grpo.load_lambda(lambda_grpo.LearnableLambda(Config()), str(tmp_path))
