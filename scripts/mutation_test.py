@@ -215,6 +215,38 @@ def reopen_survivors(session: Path) -> int:
         return survivors.delete()
 
 
+def reopen_worker_failures(session: Path) -> int:
+    """Make pending again the mutants whose worker failed (cosmic-ray records them as incompetent with the worker's
+    traceback, e.g. when a scratch tree was laid anew under a running worker): a failed worker is not a test outcome.
+    Returns how many."""
+    from cosmic_ray.work_db import WorkDB, WorkResultStorage, use_db
+    from cosmic_ray.work_item import WorkerOutcome
+
+    with use_db(str(session), WorkDB.Mode.open) as db, db._session_maker.begin() as transaction:
+        failed = transaction.query(WorkResultStorage).filter(
+            WorkResultStorage.worker_outcome == WorkerOutcome.EXCEPTION
+        )
+        return failed.delete()
+
+
+class SessionLock:
+    """One run per machine at a time: a second run would lay the scratch trees anew under the first one's workers."""
+
+    path = STATE / "run.lock"
+
+    def __enter__(self) -> SessionLock:
+        try:
+            pid = int(self.path.read_text())
+            os.kill(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            self.path.write_text(str(os.getpid()))
+            return self
+        raise SystemExit(f"[mutation] another run (pid {pid}) is using {STATE}; stop it first or wait for it")
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -439,16 +471,19 @@ def main() -> int:
     if not args.report_only:
         STATE.mkdir(exist_ok=True)
         deadline = time.monotonic() + args.minutes * 60
-        for module in args.modules or list(MODULES):
-            lay_tree(module)
-            session = prepare_session(module)
-            if args.recheck_survivors:
-                print(f"[mutation] {module}: {reopen_survivors(session)} survivors pending again")
-            finished = execute(module, session, deadline, args.workers)
-            print(f"[mutation] {module}: {'finished' if finished else 'stopped (resume by running again)'}")
-            write_report()
-            if not finished:
-                break
+        with SessionLock():
+            for module in args.modules or list(MODULES):
+                lay_tree(module)
+                session = prepare_session(module)
+                if failed := reopen_worker_failures(session):
+                    print(f"[mutation] {module}: {failed} mutants whose worker failed are pending again")
+                if args.recheck_survivors:
+                    print(f"[mutation] {module}: {reopen_survivors(session)} survivors pending again")
+                finished = execute(module, session, deadline, args.workers)
+                print(f"[mutation] {module}: {'finished' if finished else 'stopped (resume by running again)'}")
+                write_report()
+                if not finished:
+                    break
     summary = write_report()
     for m in summary["modules"]:
         print(
