@@ -512,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eta = statistics.fmean(progress.trained) * left / 60
             final = records_of[run][-1]
             print(
-                f"[{index + 1}/{len(runs)}] {run.task} {run.arm} seed {run.seed}: final reward "
+                f"[{index + 1}/{len(runs)}] {run.task} {run.arm} seed {run.seed}: last step's reward "
                 f"{final.get(REWARD, math.nan):.3f}, |length − target| {final.get(LENGTH_GAP_KEY, math.nan):.2f} "
                 f"({progress.trained[-1]:.0f}s; {left} runs, about {eta:.0f} min left)",
                 flush=True,
