@@ -366,7 +366,7 @@ def study_claims() -> list[str]:
     )
     grpo_finals = sorted(_final(r, REWARD) for r in runs[("lengths-long", "grpo")])
     claims.append(f"the spread of the final reward is large (GRPO: {grpo_finals[0]:.2f} to {grpo_finals[-1]:.2f})")
-    walls = [json.loads(p.read_text())["wall_s"] for p in STUDY.glob("runs/*/*/seed*/summary.json")]
+    walls = [json.loads(p.read_text())["wall_s"] for p in STUDY.glob("runs/lengths-*/*/seed*/summary.json")]
     claims.append(f"min for {len(walls)} runs ({min(walls):.0f}–{max(walls):.0f} s each)")
     total = float(re.search(r"([\d.]+) min for \d+ runs", (STUDY / "README.md").read_text()).group(1))
     assert sum(walls) / 60 <= total < sum(walls) / 60 + 1, "the study's wall time: the runs' own, plus little"
