@@ -41,7 +41,7 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from verl_lambda import stats
@@ -239,10 +239,6 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
     return stats.simultaneous_interval(values, family=1)
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
 def matched_lr(root: Path, task: str, arm: Arm, steps: int) -> tuple[float, dict]:
     """The learning rate at which GRPO takes ``arm.matched_to``'s steps: STUDY_LR × r, with r the ratio of the two
     methods' update norms (the median over steps of each run, then the median over the seeds run so far).
@@ -252,10 +248,12 @@ def matched_lr(root: Path, task: str, arm: Arm, steps: int) -> tuple[float, dict
     norms = {}
     for name in (arm.matched_to, "grpo"):
         folders = sorted((root / "runs" / task / name).glob("seed*"))
-        per_run = [_median([r[UPDATE_NORM] for r in records]) for f in folders if (records := _complete(f, steps))]
+        per_run = [
+            statistics.median([r[UPDATE_NORM] for r in records]) for f in folders if (records := _complete(f, steps))
+        ]
         if not per_run:
             raise RuntimeError(f"{arm.name} on {task}: no complete {name} run to match the step size to")
-        norms[name] = _median(per_run)
+        norms[name] = statistics.median(per_run)
     ratio = norms[arm.matched_to] / norms["grpo"]
     return STUDY_LR * ratio, {"update_norm": norms, "ratio": ratio, "lr": STUDY_LR * ratio}
 
@@ -340,11 +338,16 @@ def summarise(question: Question, records_of: dict[Run, list[dict]], root: Path 
     final reward, and (with ``root``) how each matched arm's learning rate was set."""
     result: dict = {"title": question.title, "tasks": {}}
     for task in question.tasks:
-        runs = {run: records for run, records in records_of.items() if run.task == task and run.arm in question.arms}
+        # the question's own seeds of each arm (an arm another question shares may have run more)
+        runs = {
+            run: records
+            for run, records in records_of.items()
+            if run.task == task and run.arm in question.arms and run.seed < question.seeds_of(run.arm)
+        }
         per_run = {run: measures(records) for run, records in runs.items()}
         arms = {}
         for arm in question.arms:
-            own = [per_run[run] for run in per_run if run.arm == arm and run.seed < question.seeds_of(arm)]
+            own = [m for run, m in per_run.items() if run.arm == arm]
             arms[arm] = {key: interval([m[key] for m in own]) for key in MEASURES} | {"seeds": len(own)}
         finals = {
             arm: {run.seed: m["final_reward"] for run, m in per_run.items() if run.arm == arm} for arm in question.arms
@@ -476,13 +479,6 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-@dataclass
-class Progress:
-    total: int
-    started: float = field(default_factory=time.monotonic)
-    trained: list[float] = field(default_factory=list)  # seconds of each run trained in this invocation
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("docs/study"))
@@ -495,28 +491,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = questions[0].steps
     root = args.out.resolve()
     runs = plan_runs(questions)
-    done = sum(bool(_complete(run.folder(root), steps)) for run in runs)
-    print(f"study: {len(runs)} runs of {steps} steps, {done} complete; output in {root}", flush=True)
-    progress, records_of = Progress(len(runs)), {}
-    for index, run in enumerate(runs):
-        reused = bool(_complete(run.folder(root), steps))
-        if not reused and time.monotonic() - progress.started > args.hours * 3600:
-            left = len(runs) - len(records_of)
+    # finished runs are read once, here; the others are trained in plan order
+    records_of = {run: records for run in runs if (records := _complete(run.folder(root), steps))}
+    pending = [run for run in runs if run not in records_of]
+    print(f"study: {len(runs)} runs of {steps} steps, {len(records_of)} complete; output in {root}", flush=True)
+    started, trained = time.monotonic(), []  # seconds of each run trained in this invocation
+    for run in pending:
+        if time.monotonic() - started > args.hours * 3600:
+            left = len(pending) - len(trained)
             print(f"study: --hours {args.hours} reached; {left} runs left, run the same command again", flush=True)
             return 0
         began = time.monotonic()
         records_of[run] = run_one(run, root, steps, args.timeout)
-        if not reused:
-            progress.trained.append(time.monotonic() - began)
-            left = sum(not _complete(r.folder(root), steps) for r in runs[index + 1 :])
-            eta = statistics.fmean(progress.trained) * left / 60
-            final = records_of[run][-1]
-            print(
-                f"[{index + 1}/{len(runs)}] {run.task} {run.arm} seed {run.seed}: last step's reward "
-                f"{final.get(REWARD, math.nan):.3f}, |length − target| {final.get(LENGTH_GAP_KEY, math.nan):.2f} "
-                f"({progress.trained[-1]:.0f}s; {left} runs, about {eta:.0f} min left)",
-                flush=True,
-            )
+        trained.append(time.monotonic() - began)
+        left = len(pending) - len(trained)
+        final = records_of[run][-1]
+        print(
+            f"[{len(runs) - left}/{len(runs)}] {run.task} {run.arm} seed {run.seed}: last step's reward "
+            f"{final.get(REWARD, math.nan):.3f}, |length − target| {final.get(LENGTH_GAP_KEY, math.nan):.2f} "
+            f"({trained[-1]:.0f}s; {left} runs, about {statistics.fmean(trained) * left / 60:.0f} min left)",
+            flush=True,
+        )
     results = {q.name: summarise(q, records_of, root) for q in questions}
     for q in questions:
         figure(q, records_of, root / f"{q.name}.png")
@@ -524,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (root / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     (root / "results.md").write_text(table(results))
     print(table(results))
-    print(f"done in {(time.monotonic() - progress.started) / 60:.1f} min: {root}")
+    print(f"done in {(time.monotonic() - started) / 60:.1f} min: {root}")
     return 0
 
 
