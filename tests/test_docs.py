@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 import json
 import re
 import statistics
@@ -245,13 +246,13 @@ def _interval(stats, digits: int = 3) -> str:
     return f"{_signed(mean, digits)} [{_signed(low, digits)}, {_signed(high, digits)}]"
 
 
-def _records(task: str, method: str, seed: int) -> list[dict]:
-    lines = (STUDY / "runs" / task / method / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()
+def _records(task: str, arm: str, seed: int) -> list[dict]:
+    return _read(STUDY / "runs" / task / arm / f"seed{seed}" / "metrics.jsonl")
+
+
+def _read(path: Path) -> list[dict]:
+    lines = path.read_text().splitlines()
     return [{"step": json.loads(line)["step"], **json.loads(line)["data"]} for line in lines if line.strip()]
-
-
-def _runs(task: str, method: str) -> list[list[dict]]:
-    return [_records(task, method, seed) for seed in range(5)]
 
 
 def _final(records: list[dict], key: str) -> float:
@@ -259,117 +260,176 @@ def _final(records: list[dict], key: str) -> float:
 
 
 LAMBDA, GRAD, CORR = "actor/lambda_grpo/lambda", "actor/lambda_grpo/lambda_grad", "actor/lambda_grpo/weight_length_corr"
-REWARD, LENGTH = "critic/score/mean", "response_length/mean"
+SHARE, W_MIN, W_MAX = (
+    "actor/lambda_grpo/max_weight_share",
+    "actor/lambda_grpo/weight_min",
+    "actor/lambda_grpo/weight_max",
+)
+REWARD, GRAD_NORM, CLAMPED = "critic/score/mean", "actor/grad_norm", "actor/grpo_lambda/clamped_adv_frac"
+CHAIN = ("chain-long", "chain-short")
+LR_ARMS = {"0.01": "lambda_grpo", "0.05": "lambda_grpo_lr0.05", "0.2": "lambda_grpo_lr0.2"}
+ABLATION = (
+    "GRPO-λ − GRPO (total)", "trace (main effect)", "clamp (main effect)", "trace × clamp (interaction)",
+    "GRPO at GRPO-λ's step − GRPO", "GRPO-λ − GRPO at its step", "GRPO-λ both − recent",
+)  # fmt: skip
+
+
+def _range(values, digits: int = 3) -> str:
+    return f"{_signed(min(values), digits)} to {_signed(max(values), digits)}"
+
+
+def _span(low: float, high: float, form: str) -> str:
+    """``low–high``, or one value where both print alike."""
+    return f"{low:{form}}" if f"{low:{form}}" == f"{high:{form}}" else f"{low:{form}}–{high:{form}}"
 
 
 def study_claims() -> list[str]:
     """Every measured number of docs/study/README.md, formatted as the page quotes it, from the committed data."""
     results = json.loads((STUDY / "results.json").read_text())
-    long, short = results["lengths-long"]["methods"], results["lengths-short"]["methods"]
-    claims = [
-        f"final reward {_interval(long['lambda_grpo']['vs_grpo']['final_reward'])}",
-        f"AUC {_interval(long['lambda_grpo']['vs_grpo']['auc'])}",
-        f"steps to threshold {_interval(long['lambda_grpo']['vs_grpo']['steps_to_threshold'], 1)}",
-        f"On `lengths-short`: final reward {_interval(short['lambda_grpo']['vs_grpo']['final_reward'])}",
-        f"AUC {_interval(long['grpo_lambda']['vs_grpo']['auc'])}",
-        f"final reward {_interval(long['grpo_lambda']['vs_grpo']['final_reward'])} "
-        f"({long['grpo_lambda']['final_reward'][0]:.3f} against {long['grpo']['final_reward'][0]:.3f})",
-        f"steps to threshold {_interval(long['grpo_lambda']['vs_grpo']['steps_to_threshold'], 1)}, i.e. "
-        f"{long['grpo_lambda']['steps_to_threshold'][0]:.1f} against {long['grpo']['steps_to_threshold'][0]:.1f} steps",
-        f"AUC {_interval(long['combined']['vs_grpo']['auc'])}, "
-        f"final {_interval(long['combined']['vs_grpo']['final_reward'])}",
-        f"Reward against GRPO: {_interval(long['lambda_grpo_val']['vs_grpo']['final_reward'])}",
+
+    def comparison(question: str, task: str, name: str) -> dict:
+        return next(c for c in results[question]["tasks"][task]["comparisons"] if c["name"] == name)
+
+    def effect(question: str, task: str, name: str) -> str:
+        c = comparison(question, task, name)
+        return f"{name}: {_interval((c['effect'], c['low'], c['high']))} (Holm p = {c['p_holm']:.3f})"
+
+    def finals(question: str, task: str, labels: dict[str, str]) -> str:
+        arms = results[question]["tasks"][task]["arms"]
+        return ", ".join(f"{label} {arms[name]['final_reward'][0]:.3f}" for name, label in labels.items())
+
+    claims = []
+    for question in results.values():  # "resolved": the simultaneous interval excludes 0, equivalently Holm p < 0.05
+        for c in (c for task in question["tasks"].values() for c in task["comparisons"]):
+            assert (c["low"] > 0 or c["high"] < 0) == (c["p_holm"] < 0.05), c["name"]
+    # what every run shares: on-policy updates (PPO's clip never binds), the loss in float32
+    every = [_read(path) for path in STUDY.glob("runs/chain-*/*/seed*/metrics.jsonl")]
+    assert len(every) == 102 and all(len(r) == 30 for r in every)
+    assert all(x["actor/pg_clipfrac"] == 0 for r in every for x in r), "the clip never binds"
+    assert all(x["actor/cpu/loss_autocast_bits"] == 32 for r in every for x in r), "the loss ran in float32"
+    summaries = [json.loads(p.read_text()) for p in STUDY.glob("runs/chain-*/*/seed*/summary.json")]
+    seconds, memory = [w["wall_s"] for w in summaries], [w["peak_rss_gb"] for w in summaries]
+    claims.append(f"{len(every)} runs of 30 steps")
+    claims.append(
+        f"{sum(seconds) / 60:.0f} min for {len(summaries)} runs ({min(seconds):.0f}–{max(seconds):.0f} s each)"
+    )
+    claims.append(f"peak resident memory {_span(min(memory), max(memory), '.1f')} GB")
+
+    # the ablation
+    labels = {"grpo": "GRPO", "grpo_clamp": "GRPO + clamp", "grpo_lambda_noclamp": "GRPO-λ without the clamp",
+              "grpo_lambda": "GRPO-λ"}  # fmt: skip
+    for task in CHAIN:
+        claims += [effect("ablation", task, name) for name in ABLATION]
+        claims.append(f"final reward: {finals('ablation', task, labels)}")
+        total = comparison("ablation", task, "GRPO-λ − GRPO (total)")["effect"]
+        parts = [comparison("ablation", task, f"{f} (main effect)")["effect"] for f in ("trace", "clamp")]
+        assert abs(sum(parts) - total) < 1e-9, "the two main effects add up to the total"
+        matched = list(results["ablation"]["tasks"][task]["matched"]["grpo_matched"].values())
+        assert len(matched) == 5 and all(m == matched[0] for m in matched), "every matched seed ran at one lr"
+        m = matched[0]
+        claims.append(
+            f"GRPO-λ's median update norm was {m['update_norm']['grpo_lambda']:.3f} against GRPO's "
+            f"{m['update_norm']['grpo']:.3f} (ratio {m['ratio']:.2f}), so GRPO at GRPO-λ's step ran at learning rate "
+            f"{m['lr']:.5f}"
+        )
+        runs = {a: [_records(task, a, s) for s in range(5)] for a in labels}
+        assert all(x["actor/grpo_lambda/trace_mean"] == 0 for r in runs["grpo_lambda"] for x in r), "the trace is 0"
+        over = {a: statistics.fmean(x[GRAD_NORM] > 1.0 for r in rs for x in r) * 100 for a, rs in runs.items()}
+        claims.append(
+            f"gradient norm exceeded 1.0 in {over['grpo']:.0f}% of GRPO's steps, {over['grpo_lambda']:.0f}% of "
+            f"GRPO-λ's and {over['grpo_lambda_noclamp']:.0f}% of GRPO-λ's without the clamp"
+        )
+        clamped = {
+            a: statistics.fmean(x[CLAMPED] for r in runs[a] for x in r) * 100 for a in ("grpo_clamp", "grpo_lambda")
+        }
+        claims.append(
+            f"clamp acted on {clamped['grpo_lambda']:.0f}% of GRPO-λ's tokens and {clamped['grpo_clamp']:.0f}% of "
+            "GRPO + clamp's"
+        )
+    long_total, short_total = (comparison("ablation", t, "GRPO-λ − GRPO (total)") for t in CHAIN)
+    for name in ("GRPO-λ − GRPO (total)", "trace (main effect)", "clamp (main effect)"):
+        assert comparison("ablation", "chain-short", name)["effect"] > 0, "chain-short points the same way"
+    for name in labels:
+        long, short = (results["ablation"]["tasks"][t]["arms"][name]["final_reward"][0] for t in CHAIN)
+        assert short < long, "chain-short's rewards stay lower"
+    assert long_total["low"] > 0 and short_total["low"] < 0 < short_total["high"], "shares on chain-long only"
+    trace = comparison("ablation", "chain-long", "trace (main effect)")
+    assert trace["low"] > 0 and comparison("ablation", "chain-long", "clamp (main effect)")["low"] < 0
+    claims.append(f"{trace['effect'] / long_total['effect'] * 100:.0f}% of the total")
+    matched_diffs = [
+        _final(_records("chain-short", "grpo_matched", s), REWARD) - _final(_records("chain-short", "grpo", s), REWARD)
+        for s in range(5)
     ]
-    runs = {(task, m): _runs(task, m) for task, m in [("lengths-long", m) for m in long] + [("lengths-short", "grpo")]}
-    runs[("lengths-short", "lambda_grpo")] = _runs("lengths-short", "lambda_grpo")
-    learners = ["lambda_grpo", "combined", "lambda_grpo_val"]
-    finals = {m: [r[-1][LAMBDA] for r in runs[("lengths-long", m)]] for m in learners}
-    short_finals = [r[-1][LAMBDA] for r in runs[("lengths-short", "lambda_grpo")]]
-    assert all(v > 0 for m in learners for v in finals[m]) and all(v < 0 for v in short_finals)
-    n_learners = sum(len(v) for v in finals.values())
-    claims.append(f"λ rose in all {n_learners} runs that learn it")
-    claims += [
-        f"λ-GRPO: {_signed(min(finals['lambda_grpo']))} to {_signed(max(finals['lambda_grpo']))} after 30 steps",
-        f"combined with GRPO-λ: {_signed(min(finals['combined']))} to {_signed(max(finals['combined']))}",
-        f"validation signal: {_signed(min(finals['lambda_grpo_val']))} to {_signed(max(finals['lambda_grpo_val']))}",
-        f"λ fell in all {len(short_finals)} runs, to {_signed(max(short_finals))} to {_signed(min(short_finals))}",
+    claims.append(f"per seed from {_range(matched_diffs)}")
+
+    # λ at a size where it matters
+    for task in CHAIN:
+        for lr, name in LR_ARMS.items():
+            rs = [_records(task, name, s) for s in range(3)]
+            lambdas = [r[-1][LAMBDA] for r in rs]
+            assert all(v < 0 for v in lambdas), "λ fell in every run"
+            alive = [sum(abs(x[GRAD]) > 1e-4 for x in r) for r in rs]
+            low, high = min(x[W_MIN] for r in rs for x in r), max(x[W_MAX] for r in rs for x in r)
+            share = max(x[SHARE] for r in rs for x in r)
+            claims.append(
+                f"λ lr {lr}: λ ended at {_range(lambdas)}, weights {low:.2f}–{high:.2f}, largest share {share:.2f}, "
+                f"gradient above 1e-4 in {_span(min(alive), max(alive), 'd')} of 30 steps"
+            )
+            claims.append(effect("lambda_lr", task, f"λ-GRPO (λ lr {lr}) − GRPO"))
+        lambdas = [[0.0] + [x[LAMBDA] for x in _records(task, name, s)] for name in LR_ARMS.values() for s in range(3)]
+        fell = [sum(b < a for a, b in itertools.pairwise(v)) for v in lambdas]
+        claims.append(f"in {_span(min(fell), max(fell), 'd')} of the 30 steps per run")
+        highs = [max(v[1:]) for v in lambdas]
+        if task == "chain-long":
+            claims.append(f"its highest value {_range(highs)}")
+        else:
+            assert all(h < 0 for h in highs), "on chain-short λ fell from the first step"
+        corr = [
+            statistics.fmean(x[CORR] for x in _records(task, name, s) if x[W_MIN] != x[W_MAX])
+            for name in LR_ARMS.values()
+            for s in range(3)
+        ]
+        claims.append(f"weight–length correlation averaged {_range(corr, 2)} per run")
+    for task, sign in (("chain-long", 1), ("chain-short", -1)):
+        assert all(sign * c["effect"] > 0 for c in results["lambda_lr"]["tasks"][task]["comparisons"]), "directions"
+    holm = [c["p_holm"] for t in CHAIN for c in results["lambda_lr"]["tasks"][t]["comparisons"]]
+    claims.append(f"Holm p ≥ {min(holm):.3f}")
+
+    # λ-GRPO against GRPO and DAPO
+    labels = {"grpo": "GRPO", "lambda_grpo": "λ-GRPO", "dapo_token_mean": "DAPO (token-mean)",
+              "dapo_clip_higher": "DAPO (clip-higher)"}  # fmt: skip
+    noise = {}
+    for task in CHAIN:
+        claims += [
+            effect("dapo", task, n) for n in ("λ-GRPO − GRPO", "λ-GRPO − DAPO (token-mean)", "DAPO (token-mean) − GRPO")
+        ]
+        claims.append(f"final reward: {finals('dapo', task, labels)}")
+        noise[task] = max(
+            abs(
+                _final(_records(task, "dapo_clip_higher", s), REWARD)
+                - _final(_records(task, "dapo_token_mean", s), REWARD)
+            )
+            for s in range(5)
+        )
+    dapo_finals = {t: {a: v["final_reward"][0] for a, v in results["dapo"]["tasks"][t]["arms"].items()} for t in CHAIN}
+    long = dapo_finals["chain-long"]
+    assert long["grpo"] < long["lambda_grpo"] < min(long["dapo_token_mean"], long["dapo_clip_higher"]), "between"
+    short = dapo_finals["chain-short"].values()
+    assert max(short) - min(short) < 0.05, "chain-short's four arms end within 0.05"
+    first_losses = [
+        abs(
+            _records(t, "dapo_clip_higher", s)[0]["actor/pg_loss"]
+            - _records(t, "dapo_token_mean", s)[0]["actor/pg_loss"]
+        )
+        for t in CHAIN
+        for s in range(5)
     ]
-
-    def mean_over_runs(task, method, value):
-        return statistics.fmean(value(r) for r in runs[(task, method)])
-
-    corr_long = mean_over_runs("lengths-long", "lambda_grpo", lambda r: statistics.fmean(x[CORR] for x in r))
-    corr_short = mean_over_runs("lengths-short", "lambda_grpo", lambda r: statistics.fmean(x[CORR] for x in r))
-    claims.append(f"averaged {_signed(corr_long, 2)} on `lengths-long` and {_signed(corr_short, 2)} on `lengths-short`")
-
-    def nonzero(task, method):
-        return mean_over_runs(task, method, lambda r: sum(x[GRAD] != 0 for x in r))
-
+    assert max(first_losses) < 1e-8, "the two DAPO variants' first losses agree to within 1e-8"
     claims.append(
-        f"non-zero in {nonzero('lengths-long', 'lambda_grpo'):.1f} of 30 steps on average on `lengths-long` and in "
-        f"{nonzero('lengths-short', 'lambda_grpo'):.0f} of 30 on `lengths-short`"
+        f"by up to {noise['chain-long']:.3f} per seed on `chain-long` and {noise['chain-short']:.3f} on `chain-short`"
     )
-    claims.append(f"the gradient was non-zero in {nonzero('lengths-long', 'lambda_grpo_val'):.1f} of 30 steps")
-    all_lambda_runs = [r for key, rs in runs.items() if key[1] in learners for r in rs] + runs[
-        ("lengths-short", "lambda_grpo")
-    ]
-    largest = max(abs(x[LAMBDA]) for r in all_lambda_runs for x in r)
-    assert largest < 0.22, "|λ| stayed below 0.22"
-
-    def weights(rs):
-        low = min(x["actor/lambda_grpo/weight_min"] for r in rs for x in r)
-        return low, max(x["actor/lambda_grpo/weight_max"] for r in rs for x in r)
-
-    short_rs = runs[("lengths-short", "lambda_grpo")]
-    (long_low, long_high), (short_low, short_high) = (
-        weights([r for m in learners for r in runs[("lengths-long", m)]]),
-        weights(short_rs),
-    )
-    claims.append(
-        f"stayed between {long_low:.2f} and {long_high:.2f} on `lengths-long` and between {short_low:.2f} and "
-        f"{short_high:.2f} on `lengths-short`"
-    )
-
-    def final_mean(task, method, key):
-        return mean_over_runs(task, method, lambda r: _final(r, key))
-
-    claims.append(
-        f"The final policy entropy was {final_mean('lengths-long', 'lambda_grpo', 'actor/entropy'):.2f} for λ-GRPO and "
-        f"{final_mean('lengths-long', 'dapo', 'actor/entropy'):.2f} for DAPO (means over seeds of steps 26–30; GRPO "
-        f"{final_mean('lengths-long', 'grpo', 'actor/entropy'):.2f})"
-    )
-    claims.append(
-        f"final mean length was {final_mean('lengths-long', 'lambda_grpo', LENGTH):.1f} tokens for λ-GRPO and "
-        f"{final_mean('lengths-long', 'grpo', LENGTH):.1f} for GRPO"
-    )
-    short_lengths = sorted(_final(r, LENGTH) for r in short_rs)
-    assert all(7.5 <= v < 9.5 for v in short_lengths[:3]), "3 of 5 λ-GRPO seeds ended at GRPO's lengths (8–9 tokens)"
-    assert [round(v) for v in short_lengths[3:]] == [31, 31], "2 ran to the cap (31 tokens)"
-    grpo_short = sorted(_final(r, LENGTH) for r in runs[("lengths-short", "grpo")])
-    assert round(grpo_short[-1]) == 22 and grpo_short[-2] < 11, "1 of 5 GRPO seeds drifted long (22 tokens)"
-    claims.append(
-        f"The mean ({statistics.fmean(short_lengths):.1f} against {statistics.fmean(grpo_short):.1f}) is driven"
-    )
-    last = {m: sorted(r[-1][REWARD] for r in runs[("lengths-long", m)]) for m in ("grpo", "grpo_lambda")}
-    claims.append(
-        f"at step 30 all 5 GRPO-λ seeds scored between {last['grpo_lambda'][0]:.2f} and "
-        f"{last['grpo_lambda'][-1]:.2f}, GRPO's between {last['grpo'][0]:.2f} and {last['grpo'][-1]:.2f}"
-    )
-    val_mean = statistics.fmean(finals["lambda_grpo_val"])
-    claims.append(f"(mean {_signed(val_mean)} against {_signed(statistics.fmean(finals['lambda_grpo']))})")
-    clip = [final_mean("lengths-long", m, "response_length/clip_ratio") for m in long]
-    claims.append(f"In steps 26–30, {min(clip) * 100:.0f}–{max(clip) * 100:.0f}% of responses hit it")
-    grpo_short_runs = runs[("lengths-short", "grpo")]
-    first = statistics.fmean(statistics.fmean(x[REWARD] for x in r[:5]) for r in grpo_short_runs)
-    claims.append(
-        f"GRPO went from {first:.3f} (steps 1–5) to {final_mean('lengths-short', 'grpo', REWARD):.3f} (steps 26–30)"
-    )
-    grpo_finals = sorted(_final(r, REWARD) for r in runs[("lengths-long", "grpo")])
-    claims.append(f"the spread of the final reward is large (GRPO: {grpo_finals[0]:.2f} to {grpo_finals[-1]:.2f})")
-    walls = [json.loads(p.read_text())["wall_s"] for p in STUDY.glob("runs/lengths-*/*/seed*/summary.json")]
-    claims.append(f"min for {len(walls)} runs ({min(walls):.0f}–{max(walls):.0f} s each)")
-    total = float(re.search(r"([\d.]+) min for \d+ runs", (STUDY / "README.md").read_text()).group(1))
-    assert sum(walls) / 60 <= total < sum(walls) / 60 + 1, "the study's wall time: the runs' own, plus little"
+    holm = [c["p_holm"] for t in CHAIN for c in results["dapo"]["tasks"][t]["comparisons"]]
+    claims.append(f"(Holm p ≥ {min(holm):.3f})")
     return claims
 
 
@@ -379,11 +439,24 @@ def test_the_study_page_quotes_its_committed_data():
     assert not missing, "docs/study/README.md disagrees with results.json / runs/:\n" + "\n".join(missing)
 
 
+def test_choosing_lambda_lr_quotes_the_study():
+    page = " ".join((DOCS / "reproduce" / "choosing-lambda-lr.md").read_text().split())
+    runs = {lr: [_records(t, arm, s) for t in CHAIN for s in range(3)] for lr, arm in LR_ARMS.items()}
+    ends = {lr: [r[-1][LAMBDA] for r in rs] for lr, rs in runs.items()}
+    quoted = ", ".join(f"{_range(ends[lr], 2)} at {'lr ' if lr == '0.01' else ''}{lr}" for lr in ("0.01", "0.05"))
+    assert quoted.replace(", ", " (bound 0.3), ", 1) in page
+    rs = runs["0.2"]
+    low, high = min(x[W_MIN] for r in rs for x in r), max(x[W_MAX] for r in rs for x in r)
+    assert f"{_range(ends['0.2'], 2)} at 0.2 (bound 6); at 0.2 the weights spread to {low:.2f}–{high:.2f}" in page
+    assert f"held up to {max(x[SHARE] for r in rs for x in r):.2f} of its weight" in page
+
+
 def test_the_study_check_catches_a_changed_number():
-    page = " ".join((STUDY / "README.md").read_text().split()).replace(
-        "+0.147 [+0.064, +0.230]", "+0.150 [+0.064, +0.230]"
-    )
-    assert any(claim not in page for claim in study_claims())
+    claims = study_claims()
+    page = " ".join((STUDY / "README.md").read_text().split())
+    quoted = next(c for c in claims if c.startswith("trace (main effect)"))
+    changed = page.replace(quoted, quoted.replace("(Holm p = ", "(Holm p = 1"))
+    assert changed != page and any(claim not in changed for claim in claims)
 
 
 # --- the weight-share measurement ------------------------------------------------------------------------------------
