@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the algorithm tests against another tested verl release (default 0.9.0; .venv has 0.9.1): λ-GRPO and GRPO-λ
 # against verl's own functions, the engine tests in one and two processes, the cluster-path checks, the plugin's
-# loading and one end-to-end main_ppo run per method. Extra arguments go to pytest.
+# loading and one end-to-end main_ppo run of both methods together. Extra arguments go to pytest.
 #
 #   bash scripts/test_verl_version.sh            # verl 0.9.0
 #   VERL_VERSION=0.9.1 bash scripts/test_verl_version.sh
@@ -44,6 +44,5 @@ exec "$VENV/bin/python" -m pytest -p no:cacheprovider \
   tests/test_group_mean.py \
   tests/test_cluster_path.py \
   tests/test_config.py \
-  "tests/test_e2e.py::test_lambda_grpo_trains_v1" \
-  "tests/test_e2e.py::test_grpo_lambda_trains[v1]" \
+  tests/test_e2e.py::test_both_methods_train_together_with_a_kl_loss_v1 \
   "$@"

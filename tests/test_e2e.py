@@ -1,20 +1,18 @@
 """End to end: ``python -m verl.trainer.main_ppo`` on CPU (Ray, verl's V1 trainer, FSDP2 engine workers, the ``hf``
-rollout, reward workers), asserting on what verl logged. Each run has a hard timeout. Both methods run here in bf16
+rollout, reward workers), asserting on what verl logged. Each run has a hard timeout. The methods run here in bf16
 mixed precision, as verl's FSDP engine runs on a GPU by default (the loss under ``autocast(bf16)``; every actor loss
-checks it and logs ``actor/cpu/loss_autocast_bits``), GRPO in fp32. The legacy trainer
-(``trainer.use_v1=false``) runs both methods with verl's vLLM rollout in ``tests/test_vllm_e2e.py``; the
-``trainer`` parameter keeps these tests' ids stable for ``scripts/test_verl_version.sh``."""
+checks it and logs ``actor/cpu/loss_autocast_bits``). GRPO runs end to end in fp32 in the study's quick mode
+(``tests/test_study.py``, which also checks verl's rollout dumps), and the legacy trainer (``trainer.use_v1=false``)
+runs both methods with verl's vLLM rollout in ``tests/test_vllm_e2e.py``. ``scripts/test_verl_version.sh`` runs
+the combined run below on another verl release."""
 
-import json
 import math
-from collections import Counter
 
 import pytest
 import torch
 
 from verl_lambda import lambda_grpo
 from verl_lambda.cpu.launch import run
-from verl_lambda.toy.task import compute_score
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 PROMPTS, N, MAX_LEN = 4, 4, 32
@@ -35,29 +33,6 @@ def train(out, algo, steps, trainer, *extra, **options):
         use_v1=trainer == "v1",
         **options,
     )
-
-
-@pytest.mark.parametrize("trainer", ["v1"])
-def test_grpo_trains_on_cpu(tmp_path, trainer):
-    # with verl's KL loss, so the reference model runs on the cpu platform too
-    kl = ("actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.actor.kl_loss_coef=0.01")
-    records = train(tmp_path, "grpo", 2, trainer, f"trainer.rollout_data_dir={tmp_path / 'rollouts'}", *kl)
-    assert [r["step"] for r in records] == [1, 2]
-    for r in records:
-        assert 0.0 <= r["critic/score/mean"] <= 1.0
-        assert 1 <= r["response_length/mean"] <= MAX_LEN and r["response_length/max"] <= MAX_LEN
-        assert math.isfinite(r["actor/pg_loss"]) and r["actor/grad_norm"] > 0
-        assert r["actor/kl_loss"] >= 0
-        # the hf rollout's log-probs are what verl's FSDP actor recomputes
-        assert r["training/rollout_probs_diff_max"] < 1e-4
-        assert r["actor/cpu/loss_autocast_bits"] == 32.0  # fp32: autocast off in the loss
-    # what the rollout generated, as verl dumped it: rollout.n samples of each prompt, scored by the task's reward
-    rows = [json.loads(line) for line in (tmp_path / "rollouts" / "1.jsonl").read_text().splitlines()]
-    assert len(rows) == PROMPTS * N
-    assert sorted(Counter(row["input"] for row in rows).values()) == [N] * PROMPTS
-    for row in rows:
-        assert len(row["output"]) <= MAX_LEN  # one token per character
-        assert row["score"] == pytest.approx(compute_score("", row["output"], row["gts"], {"max_chars": MAX_LEN}))
 
 
 LAMBDA_EXTRA = ("+actor_rollout_ref.actor.lambda_grpo.lr=0.05", "trainer.save_freq=2")
@@ -105,24 +80,32 @@ def test_lambda_survives_checkpoint_and_resume(tmp_path, lambda_grpo_v1):
     assert resumed[0]["critic/score/mean"] == full[2]["critic/score/mean"]  # same rollouts, not just same λ
 
 
-@pytest.mark.parametrize("trainer", ["v1"])
-def test_grpo_lambda_trains(tmp_path, trainer):
-    # two mini-batches per step: the second is off-policy, so the trace is non-zero
+def test_both_methods_train_together_with_a_kl_loss_v1(tmp_path):
+    """GRPO-λ's trace inside λ-GRPO's aggregation (``lambda_grpo+grpo_lambda``) in bf16, with verl's KL loss (so the
+    reference model runs on the cpu platform too) and two mini-batches per step: the second is off-policy, so the
+    trace is non-zero."""
     records = train(
         tmp_path,
-        "grpo_lambda",
+        "lambda_grpo+grpo_lambda",
         2,
-        trainer,
+        "v1",
         "actor_rollout_ref.actor.ppo_mini_batch_size=2",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+        "actor_rollout_ref.actor.use_kl_loss=True",
+        "actor_rollout_ref.actor.kl_loss_coef=0.01",
         precision="bf16",
     )
+    assert [r["step"] for r in records] == [1, 2]
     for r in records:
         assert r["actor/cpu/loss_autocast_bits"] == 16.0  # the trace ran inside bf16 autocast (and computed in float32)
         assert math.isfinite(r["actor/pg_loss"]) and r["actor/grad_norm"] > 0
+        assert r["actor/kl_loss"] >= 0
         assert 0.0 <= r["actor/grpo_lambda/clamped_adv_frac"] <= 1.0
         assert math.isfinite(r["actor/grpo_lambda/trace_mean"])
         assert 0.0 < r["actor/grpo_lambda/trace_max"] < 20.0
+        # λ-GRPO's weights on the traced loss: one Adam step of λ per mini-batch, weights of mean 1
+        assert r["actor/lambda_grpo/lambda"] != 0.0 and math.isfinite(r["actor/lambda_grpo/lambda_grad"])
+        assert r["actor/lambda_grpo/weight_mean"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_lambda_grpo_uses_true_lengths_under_rollout_rejection_v1(tmp_path):

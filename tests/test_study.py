@@ -3,13 +3,15 @@ end to end."""
 
 import json
 import math
+import re
 import statistics
+from collections import Counter
 
 import pytest
 from matplotlib.image import imread
 
 from verl_lambda import stats, study
-from verl_lambda.toy.task import LENGTH_GAP_KEY
+from verl_lambda.toy.task import CLASSES, LENGTH_GAP_KEY, chain_score
 
 
 def test_interval_is_the_t_interval_of_the_mean():
@@ -159,7 +161,7 @@ def test_figures_are_800_pixels_wide_with_a_panel_per_metric_and_task(tmp_path):
 @pytest.mark.timeout(1500)
 def test_quick_study_runs_end_to_end(tmp_path):
     """--quick: GRPO, GRPO-λ and GRPO at GRPO-λ's step, one seed, three steps of verl's trainer each, then the tables
-    and the figures."""
+    and the figures. Its GRPO run is also the suite's end-to-end check of verl's GRPO on CPU."""
     assert study.main(["--quick", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     task = results["quick"]["tasks"]["chain-long"]
@@ -173,3 +175,19 @@ def test_quick_study_runs_end_to_end(tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(r[study.UPDATE_NORM] > 0 and LENGTH_GAP_KEY in r for r in records)
     assert f"actor_rollout_ref.actor.optim.lr={matching['lr']}" in (run / "command.txt").read_text()
+    # GRPO end to end in fp32: the loss ran without autocast, the hf rollout's log-probs are what verl's FSDP actor
+    # recomputes, and verl's dump of what the rollout generated is scored by the task's reward
+    grpo = study.Run("chain-long", "grpo", 0).folder(tmp_path)
+    for r in study._complete(grpo, steps=3):
+        assert r["actor/cpu/loss_autocast_bits"] == 32.0
+        assert r["training/rollout_probs_diff_max"] < 1e-4
+        assert 0.0 <= r[study.REWARD] <= 1.0 and 1 <= r[study.LENGTH] <= 32
+    command = (grpo / "command.txt").read_text()
+    prompts = int(re.search(r"data\.train_batch_size=(\d+)", command).group(1))
+    n = int(re.search(r"rollout\.n=(\d+)", command).group(1))
+    rows = [json.loads(line) for line in (grpo / "rollouts" / "1.jsonl").read_text().splitlines()]
+    assert len(rows) == prompts * n  # rollout.n samples of each prompt (a prompt drawn twice has 2n)
+    assert all(count % n == 0 for count in Counter(row["input"] for row in rows).values())
+    for row in rows:
+        assert len(row["output"]) <= 32  # one token per character
+        assert row["score"] == pytest.approx(chain_score(row["output"], CLASSES[row["gts"]], row["input"][-1]))

@@ -428,8 +428,9 @@ def effects_figure(question: Question, result: dict, out_png: Path) -> Path:
             capsize=3,
         )
         for yi, r in zip(y, rows, strict=True):
-            ax.annotate(f"p_Holm {r['p_holm']:.2f}", (r["effect"], yi), textcoords="offset points", xytext=(0, 5),
+            ax.annotate(f"Holm p {r['p_holm']:.2f}", (r["effect"], yi), textcoords="offset points", xytext=(0, 5),
                         ha="center", fontsize=7)  # fmt: skip
+        ax.set_ylim(-0.6, len(rows) - 0.3)  # room for the top row's label
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_title(task, fontsize=10)
         ax.set_xlabel("Δ final reward (paired by seed)", fontsize=8)
