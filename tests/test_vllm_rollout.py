@@ -93,11 +93,15 @@ def test_cpu_platform_sets_what_vllm_needs(tiny_model_dir, tmp_path):
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
 
+RECEIVER_TIMEOUT_S = 30
+
+
 def send_and_receive(weights: dict[str, torch.Tensor], on_bucket, bucket_mb: int = 1) -> None:
     """verl's real bucketed transfer over shared memory (its fallback without CUDA IPC), receiver in a thread.
 
     Raises what the receiver raised, else what the sender raised.
     """
+    import zmq
     from verl.workers.rollout.vllm_rollout.bucketed_weight_transfer import (
         BucketedWeightReceiver,
         BucketedWeightSender,
@@ -107,10 +111,29 @@ def send_and_receive(weights: dict[str, torch.Tensor], on_bucket, bucket_mb: int
     sender = BucketedWeightSender(handle, bucket_size_mb=bucket_mb, use_shm=True)
     receiver = BucketedWeightReceiver(handle, torch.device("cpu"), use_shm=True)
     received: list[BaseException] = []
+    bound = threading.Event()
+
+    def after(init_socket, then):  # runs ``then`` on the instance's socket once verl's _init_socket made it
+        def wrapped() -> None:
+            init_socket()
+            then()
+
+        return wrapped
+
+    # The receiver connects only once the sender has bound, and waits a bounded time for each message, so that a
+    # message that never comes fails the test with its cause instead of leaving the sender to time out.
+    sender._init_socket = after(sender._init_socket, bound.set)
+    receiver._init_socket = after(
+        receiver._init_socket, lambda: receiver.socket.setsockopt(zmq.RCVTIMEO, RECEIVER_TIMEOUT_S * 1000)
+    )
 
     def receive() -> None:
         try:
+            if not bound.wait(RECEIVER_TIMEOUT_S):
+                raise TimeoutError(f"the sender did not bind {handle} within {RECEIVER_TIMEOUT_S} s")
             receiver.receive_weights(on_bucket)
+        except zmq.Again:
+            received.append(TimeoutError(f"the receiver got no message within {RECEIVER_TIMEOUT_S} s"))
         except BaseException as exc:
             received.append(exc)
 
