@@ -132,6 +132,29 @@ def test_matched_lr_scales_the_learning_rate_by_the_ratio_of_median_update_norms
         study.matched_lr(tmp_path, "chain-short", study.ARMS[run.arm], steps=3)
 
 
+def test_a_matched_run_launches_at_the_matched_learning_rate(tmp_path, monkeypatch):
+    """run_one hands the launcher matched_lr's learning rate and records how it was set; the quick study's real runs
+    show that the launcher's ``lr`` becomes the actor's ``optim.lr``."""
+    from verl_lambda.cpu import launch
+
+    run = study.Run("chain-long", "grpo_matched", 0)
+    for arm, norms in (("grpo", [0.4, 0.2, 0.3]), ("grpo_lambda", [0.1, 0.3, 0.2])):
+        _write_run(study.Run(run.task, arm, 0).folder(tmp_path), [{"step": i + 1, study.UPDATE_NORM: n}
+                                                                   for i, n in enumerate(norms)])  # fmt: skip
+    launched = {}
+
+    def fake_launch(folder, steps, preset, **options):  # our launcher, not verl: it would start a 3-step training
+        launched.update(folder=folder, steps=steps, preset=preset, **options)
+        return [{"step": i + 1} for i in range(steps)]
+
+    monkeypatch.setattr(launch, "run", fake_launch)
+    study.run_one(run, tmp_path, steps=3, timeout=60)
+    lr, info = study.matched_lr(tmp_path, run.task, study.ARMS[run.arm], steps=3)
+    assert lr == pytest.approx(study.STUDY_LR * 0.2 / 0.3)
+    assert launched["preset"] == "grpo" and launched["lr"] == lr and launched["folder"] == run.folder(tmp_path)
+    assert json.loads((run.folder(tmp_path) / "matched.json").read_text()) == json.loads(json.dumps(info))
+
+
 def test_figures_are_800_pixels_wide_with_a_panel_per_metric_and_task(tmp_path):
     q = study.QUESTIONS["lambda_lr"]
     records_of = {
@@ -160,21 +183,21 @@ def test_figures_are_800_pixels_wide_with_a_panel_per_metric_and_task(tmp_path):
 @pytest.mark.e2e
 @pytest.mark.timeout(1500)
 def test_quick_study_runs_end_to_end(tmp_path):
-    """--quick: GRPO, GRPO-λ and GRPO at GRPO-λ's step, one seed, three steps of verl's trainer each, then the tables
-    and the figures. Its GRPO run is also the suite's end-to-end check of verl's GRPO on CPU."""
+    """--quick: GRPO and GRPO-λ, one seed, three steps of verl's trainer each, then the tables and the figures. Its
+    GRPO run is also the suite's end-to-end check of verl's GRPO on CPU."""
     assert study.main(["--quick", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     task = results["quick"]["tasks"]["chain-long"]
-    assert set(task["arms"]) == {"grpo", "grpo_lambda", "grpo_matched"}
-    matching = task["matched"]["grpo_matched"]["seed0"]
-    assert matching["lr"] == pytest.approx(study.STUDY_LR * matching["ratio"])
+    assert set(task["arms"]) == {"grpo", "grpo_lambda"}
+    assert [c["name"] for c in task["comparisons"]] == ["GRPO-λ − GRPO (total)"]
     assert (tmp_path / "quick.png").stat().st_size > 10_000 and (tmp_path / "quick-effects.png").exists()
     assert "### chain-long" in (tmp_path / "results.md").read_text()
-    run = study.Run("chain-long", "grpo_matched", 0).folder(tmp_path)
-    records = study._complete(run, steps=3)  # with the gaps the finished run kept in its folder
-    assert [r["step"] for r in records] == [1, 2, 3]
-    assert all(r[study.UPDATE_NORM] > 0 and LENGTH_GAP_KEY in r for r in records)
-    assert f"actor_rollout_ref.actor.optim.lr={matching['lr']}" in (run / "command.txt").read_text()
+    for arm in ("grpo", "grpo_lambda"):
+        run = study.Run("chain-long", arm, 0).folder(tmp_path)
+        records = study._complete(run, steps=3)  # with the gaps the finished run kept in its folder
+        assert [r["step"] for r in records] == [1, 2, 3]
+        assert all(r[study.UPDATE_NORM] > 0 and LENGTH_GAP_KEY in r for r in records)  # what matched_lr reads
+        assert f"actor_rollout_ref.actor.optim.lr={study.STUDY_LR}" in (run / "command.txt").read_text()
     # GRPO end to end in fp32: the loss ran without autocast, the hf rollout's log-probs are what verl's FSDP actor
     # recomputes, and verl's dump of what the rollout generated is scored by the task's reward
     grpo = study.Run("chain-long", "grpo", 0).folder(tmp_path)
