@@ -7,6 +7,7 @@ Fast (no verl run): each test reads committed files only. ``bash scripts/docs.sh
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import itertools
 import json
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from verl_lambda.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -246,13 +249,9 @@ def _interval(stats, digits: int = 3) -> str:
     return f"{_signed(mean, digits)} [{_signed(low, digits)}, {_signed(high, digits)}]"
 
 
+@functools.cache  # the claims read most runs several times
 def _records(task: str, arm: str, seed: int) -> list[dict]:
-    return _read(STUDY / "runs" / task / arm / f"seed{seed}" / "metrics.jsonl")
-
-
-def _read(path: Path) -> list[dict]:
-    lines = path.read_text().splitlines()
-    return [{"step": json.loads(line)["step"], **json.loads(line)["data"]} for line in lines if line.strip()]
+    return read_metrics(STUDY / "runs" / task / arm / f"seed{seed}" / "metrics.jsonl", missing_ok=False)
 
 
 def _final(records: list[dict], key: str) -> float:
@@ -303,7 +302,7 @@ def study_claims() -> list[str]:
         for c in (c for task in question["tasks"].values() for c in task["comparisons"]):
             assert (c["low"] > 0 or c["high"] < 0) == (c["p_holm"] < 0.05), c["name"]
     # what every run shares: on-policy updates (PPO's clip never binds), the loss in float32
-    every = [_read(path) for path in STUDY.glob("runs/chain-*/*/seed*/metrics.jsonl")]
+    every = [read_metrics(path, missing_ok=False) for path in STUDY.glob("runs/chain-*/*/seed*/metrics.jsonl")]
     assert len(every) == 102 and all(len(r) == 30 for r in every)
     assert all(x["actor/pg_clipfrac"] == 0 for r in every for x in r), "the clip never binds"
     assert all(x["actor/cpu/loss_autocast_bits"] == 32 for r in every for x in r), "the loss ran in float32"
